@@ -1,0 +1,187 @@
+"""The wire schema: the one definition of what crosses HTTP (and gRPC) between trainers and the service.
+
+The server imports these models too, so a field changes in exactly one place. Nothing here may import
+torch or any server code: this package installs on its own.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+PartitionAlgorithm = Literal["all_pairs", "greedy"]
+CombineMode = Literal["multiplicative", "additive", "quality_only"]
+QualityShift = Literal["none", "group_min"]
+QualitySource = Literal["client", "verifier", "reward-model"]
+
+
+class _Strict(BaseModel):
+    # Unknown fields are rejected so that a typo in an option name is a 422, not a silently ignored setting.
+    model_config = ConfigDict(extra="forbid")
+
+
+class RewardOptions(_Strict):
+    """Per-request options. Every field has the SPEC default, so `{}` means "the published method"."""
+
+    partition: PartitionAlgorithm = Field(
+        "all_pairs", description="`all_pairs` (DARLING training, transitive closure) or `greedy` (NoveltyBench)."
+    )
+    threshold: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Classifier threshold: equivalent iff p > threshold. Default: the classifier's own.",
+    )
+    diversity_floor: float = Field(0.1, ge=0.0, le=1.0, description="Lower bound on each rollout's diversity.")
+    combine: CombineMode = Field("multiplicative", description="How quality and diversity make the reward.")
+    additive_lambda: float = Field(1.0, description="Weight of z(diversity) when combine = additive.")
+    quality_shift: QualityShift = Field("none", description="`group_min` subtracts the group's minimum quality.")
+    cache: bool = Field(True, description="Use and fill the judgement/quality caches for this request.")
+    deadline_ms: int | None = Field(
+        None, gt=0, le=3_600_000, description="Give up (HTTP 504) if the request is not done in this time."
+    )
+
+    @field_validator("additive_lambda")
+    @classmethod
+    def _finite_lambda(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        return v
+
+
+class RolloutGroup(_Strict):
+    """The n rollouts a policy sampled for one prompt."""
+
+    group_id: str | None = Field(None, max_length=512, description="Caller's id, echoed back.")
+    prompt: str = Field(..., description="The prompt the rollouts answer.")
+    responses: list[str] = Field(..., min_length=1, description="The rollouts, in the caller's order.")
+    quality: list[float] | None = Field(
+        None, description="Caller-supplied quality per rollout (same length as responses)."
+    )
+    reference: str | None = Field(None, description="Reference answer for the math verifier.")
+
+    @field_validator("quality")
+    @classmethod
+    def _finite_quality(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None:
+            for i, q in enumerate(v):
+                if not math.isfinite(q):
+                    raise ValueError(f"quality[{i}] must be a finite number, got {q}")
+        return v
+
+    @model_validator(mode="after")
+    def _quality_length(self) -> RolloutGroup:
+        if self.quality is not None and len(self.quality) != len(self.responses):
+            raise ValueError(
+                f"quality has {len(self.quality)} values but responses has {len(self.responses)}; "
+                "they must be the same length"
+            )
+        return self
+
+
+class RewardRequest(_Strict):
+    groups: list[RolloutGroup] = Field(..., min_length=1, description="One or more groups to score.")
+    options: RewardOptions = Field(default_factory=RewardOptions)
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "groups": [
+                        {
+                            "group_id": "step12-prompt3",
+                            "prompt": "Name a fruit.",
+                            "responses": ["An apple.", "apple", "A banana.", "Mango, definitely."],
+                            "quality": [0.9, 0.8, 0.7, 0.95],
+                        }
+                    ],
+                    "options": {"partition": "all_pairs", "diversity_floor": 0.1},
+                }
+            ]
+        },
+    )
+
+
+class RolloutReward(BaseModel):
+    index: int
+    reward: float
+    quality: float
+    diversity: float
+    class_id: int
+    advantage: float
+    truncated: bool = Field(False, description="The classifier saw a truncated version of this rollout.")
+
+
+class RuleCounts(BaseModel):
+    """How many pairs each rule of SPEC section 2 decided."""
+
+    identical: int = 0
+    short_text: int = 0
+    classifier: int = 0
+
+
+class JudgementCounts(BaseModel):
+    made: int = Field(0, description="Classifier judgements this request needed (cache hits included).")
+    skipped: int = Field(0, description="Pairs never judged because the partition could not change.")
+    cached: int = Field(0, description="Judgements answered from a cache.")
+    model: int = Field(0, description="Judgements that ran a model forward.")
+
+
+class CacheTierStats(BaseModel):
+    hits: int = 0
+    misses: int = 0
+
+
+class CacheStats(BaseModel):
+    memory: CacheTierStats = Field(default_factory=CacheTierStats)
+    redis: CacheTierStats = Field(default_factory=CacheTierStats)
+
+
+class GroupReward(BaseModel):
+    group_id: str | None
+    n: int
+    n_classes: int
+    classes: list[int] = Field(..., description="Class id per rollout, numbered by first appearance.")
+    rewards: list[float]
+    rollouts: list[RolloutReward]
+    algorithm: PartitionAlgorithm
+    classifier: str = Field(..., description="Id of the equivalence classifier.")
+    threshold: float
+    quality_source: QualitySource
+    quality_model: str
+    decided_by: RuleCounts
+    judgements: JudgementCounts
+    cache: CacheStats = Field(default_factory=CacheStats)
+    truncated: int = Field(0, description="Rollouts the classifier saw truncated.")
+    notes: list[str] = Field(default_factory=list)
+
+
+class RewardResponse(BaseModel):
+    groups: list[GroupReward]
+    elapsed_ms: float
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx body: a message naming the offending field where there is one."""
+
+    error: str
+    detail: str
+    fields: list[str] = Field(default_factory=list)
+    request_id: str | None = None
+
+
+class ModelInfo(BaseModel):
+    classifier: str
+    classifier_fingerprint: str
+    threshold: float
+    quality_model: str | None
+    verifier: bool
+    device: str
+
+
+class HealthResponse(BaseModel):
+    status: str
+    models: ModelInfo | None = None

@@ -1,0 +1,1 @@
+"""Model backends: equivalence classifiers and quality sources behind two small interfaces."""

@@ -1,0 +1,213 @@
+"""Pair classifiers (`AutoModelForSequenceClassification`) with the input layouts of the published ones.
+
+A preset pins exactly what the model is sent, because the published classifiers were trained on
+hand-built strings and token layouts, and a different layout silently changes their judgements.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Literal
+
+import torch
+
+from models.backends.base import Encoded, fingerprint, weights_digest
+from models.backends.loading import LoadOptions, load_pretrained, load_tokenizer, resolve_device, to_device
+
+PRESET_FILE = "darling_classifier.json"
+
+Layout = Literal["words", "tokens", "pair"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """How a pair becomes model input.
+
+    - `words`: the DARLING layout, one string `"{cls} " + a_words + " {sep} " + b_words + " {sep}"`, each
+      side cut to `max_words` whitespace words, tokenized with `add_special_tokens=False` (the string already
+      carries its special tokens; letting the tokenizer add more would put two [CLS] in front).
+    - `tokens`: the NoveltyBench layout, ids `[CLS] a[:n] [SEP] b[:n] [SEP]` with token_type_ids 0 up to and
+      including the first [SEP] and 1 after.
+    - `pair`: the tokenizer's own pair encoding, `longest_first` truncation to `max_length`.
+    """
+
+    name: str
+    layout: Layout
+    threshold: float
+    checkpoint: str | None = None
+    tokenizer: str | None = None  # where to load the tokenizer from, if not beside the weights
+    cls_token: str | None = None  # None: the tokenizer's cls_token
+    sep_token: str | None = None
+    max_words: int | None = None
+    max_tokens_per_side: int | None = None
+    max_length: int = 512
+    label_index: int = 1
+
+
+PRESETS: dict[str, Preset] = {
+    "darling-modernbert": Preset(
+        name="darling-modernbert",
+        layout="words",
+        threshold=0.32,
+        checkpoint="dogtooth/similarity-classifier-f168-hf",
+        max_words=(2048 - 3) // 2,
+        max_length=8192,
+    ),
+    "darling-math": Preset(
+        name="darling-math",
+        layout="words",
+        threshold=0.5,
+        checkpoint="dogtooth/qwen3-4b-emb-finetuned-step-70-hf",
+        cls_token="<|im_start|>",
+        sep_token="<|im_end|>",
+        max_words=(4096 - 3) // 2,
+        max_length=32768,
+    ),
+    "noveltybench-deberta": Preset(
+        name="noveltybench-deberta",
+        layout="tokens",
+        threshold=0.102,
+        checkpoint="yimingzhang/deberta-v3-large-generation-similarity",
+        tokenizer="microsoft/deberta-v3-large",
+        max_tokens_per_side=128,
+    ),
+    "pair": Preset(name="pair", layout="pair", threshold=0.5),
+}
+
+
+def build_input(preset: Preset, tokenizer: Any, a: str, b: str) -> tuple[dict[str, list[int]], tuple[bool, bool]]:
+    """The exact model input for one pair, and whether each side was truncated."""
+    if preset.layout == "words":
+        cls = preset.cls_token or tokenizer.cls_token
+        sep = preset.sep_token or tokenizer.sep_token
+        assert preset.max_words is not None
+        wa, wb = a.split(), b.split()
+        text = f"{cls} " + " ".join(wa[: preset.max_words]) + f" {sep} " + " ".join(wb[: preset.max_words]) + f" {sep}"
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        cut = len(ids) > preset.max_length
+        return {"input_ids": ids[: preset.max_length]}, (
+            len(wa) > preset.max_words or cut,
+            len(wb) > preset.max_words or cut,
+        )
+    if preset.layout == "tokens":
+        n = preset.max_tokens_per_side
+        assert n is not None
+        ia = tokenizer(a, add_special_tokens=False)["input_ids"]
+        ib = tokenizer(b, add_special_tokens=False)["input_ids"]
+        cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
+        ids = [cls_id, *ia[:n], sep_id, *ib[:n], sep_id]
+        types = [0] * (len(ia[:n]) + 2) + [1] * (len(ib[:n]) + 1)
+        return {"input_ids": ids, "token_type_ids": types}, (len(ia) > n, len(ib) > n)
+    enc = tokenizer(a, b, truncation="longest_first", max_length=preset.max_length, return_overflowing_tokens=False)
+    full = len(tokenizer(a, b)["input_ids"])
+    cut = full > preset.max_length
+    out = {"input_ids": list(enc["input_ids"])}
+    if "token_type_ids" in enc:
+        out["token_type_ids"] = list(enc["token_type_ids"])
+    return out, (cut, cut)
+
+
+def side_truncated(preset: Preset, tokenizer: Any, text: str) -> bool:
+    """Whether one side is cut by the preset's per-side limit (the whole-input cap is reported per pair)."""
+    if preset.layout == "words":
+        assert preset.max_words is not None
+        return len(text.split()) > preset.max_words
+    n_tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    if preset.layout == "tokens":
+        assert preset.max_tokens_per_side is not None
+        return n_tokens > preset.max_tokens_per_side
+    # `pair`: longest_first truncation cuts a side only when it is over half the window.
+    return n_tokens > (preset.max_length - 3) // 2
+
+
+def pad_batch(rows: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest row; the batcher has already sorted rows by length so padding stays small."""
+    width = max(len(r["input_ids"]) for r in rows)
+    out: dict[str, torch.Tensor] = {}
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r["input_ids"])] = torch.tensor(r["input_ids"], dtype=torch.long)
+        mask[i, : len(r["input_ids"])] = 1
+    out["input_ids"], out["attention_mask"] = ids, mask
+    if "token_type_ids" in rows[0]:
+        types = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            types[i, : len(r["token_type_ids"])] = torch.tensor(r["token_type_ids"], dtype=torch.long)
+        out["token_type_ids"] = types
+    return out
+
+
+def read_preset_file(path: str) -> Preset | None:
+    file = os.path.join(path, PRESET_FILE)
+    if not os.path.isfile(file):
+        return None
+    with open(file) as f:
+        data = json.load(f)
+    fields = {k: v for k, v in data.items() if k in Preset.__dataclass_fields__}
+    return Preset(**fields)
+
+
+def write_preset_file(path: str, preset: Preset) -> None:
+    with open(os.path.join(path, PRESET_FILE), "w") as f:
+        json.dump(asdict(preset), f, indent=2)
+
+
+class CrossEncoderClassifier:
+    """Any sequence-classification pair classifier, run as its preset says."""
+
+    def __init__(self, model: Any, tokenizer: Any, preset: Preset, model_id: str, digest: str) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.preset = preset
+        self.default_threshold = preset.threshold
+        self.id = f"cross-encoder:{preset.name}:{model_id}"
+        self.fingerprint = fingerprint("cross-encoder", digest, asdict(preset))
+        self._device = next(model.parameters()).device
+        self.device = str(self._device)
+        pad = tokenizer.pad_token_id
+        self._pad_id = int(pad) if pad is not None else 0
+        if getattr(model.config, "pad_token_id", None) is None:
+            # Decoder classifiers (Qwen3) pick the last non-pad token; they need to know the pad id.
+            model.config.pad_token_id = self._pad_id
+
+    @classmethod
+    def load(
+        cls,
+        path: str,
+        preset: str | None = None,
+        opts: LoadOptions | None = None,
+        threshold: float | None = None,
+        tokenizer_path: str | None = None,
+    ) -> CrossEncoderClassifier:
+        from transformers import AutoModelForSequenceClassification
+
+        opts = opts or LoadOptions()
+        chosen = PRESETS[preset] if preset else (read_preset_file(path) or PRESETS["pair"])
+        if preset and preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
+        if threshold is not None:
+            chosen = replace(chosen, threshold=threshold)
+        tokenizer = load_tokenizer(path, opts, tokenizer_path)
+        model = load_pretrained(AutoModelForSequenceClassification, path, opts)
+        return cls(model, tokenizer, chosen, os.path.basename(os.path.normpath(path)), weights_digest(path))
+
+    def truncates(self, text: str) -> bool:
+        return side_truncated(self.preset, self.tokenizer, text)
+
+    def encode_pair(self, a: str, b: str) -> Encoded:
+        row, truncated = build_input(self.preset, self.tokenizer, a, b)
+        return Encoded(cost=len(row["input_ids"]), payload=row, truncated=truncated)
+
+    @torch.inference_mode()
+    def run(self, batch: list[Encoded]) -> list[float]:
+        inputs = to_device(pad_batch([e.payload for e in batch], self._pad_id), self._device)
+        logits = self.model(**inputs).logits.float()
+        probs = torch.softmax(logits, dim=-1)[:, self.preset.label_index]
+        return [float(p) for p in probs.cpu()]
+
+
+def default_device() -> str:
+    return str(resolve_device("auto"))

@@ -1,0 +1,1 @@
+"""The Darling Reward Service: HTTP API, batching, caching, settings and CLI."""
