@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class Rule(str, Enum):
+class Rule(StrEnum):
     IDENTICAL = "identical"
     SHORT_TEXT = "short_text"
     CLASSIFIER = "classifier"

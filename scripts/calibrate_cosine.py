@@ -7,9 +7,10 @@ import sys
 import numpy as np
 
 sys.path.insert(0, ".")
-from models.backends.embedding import EmbeddingClassifier  # noqa: E402
+from models.backends.embedding import EmbeddingClassifier
 
-rows = [json.loads(line) for line in open(sys.argv[1])]
+with open(sys.argv[1]) as f:
+    rows = [json.loads(line) for line in f]
 clf = EmbeddingClassifier.load()
 scores = []
 for i in range(0, len(rows), 32):
@@ -28,6 +29,15 @@ def bal_acc(thr, mask):
 
 cands = np.unique(np.round(s[~held], 3))
 best = max(cands, key=lambda t: bal_acc(t, ~held)[0])
-print(json.dumps({"threshold": float(best), "train_balanced_acc": bal_acc(best, ~held)[0],
-                  "heldout_balanced_acc": bal_acc(best, held)[0], "heldout_acc": bal_acc(best, held)[1],
-                  "n_heldout": int(held.sum()), "n_train": int((~held).sum())}))
+print(
+    json.dumps(
+        {
+            "threshold": float(best),
+            "train_balanced_acc": bal_acc(best, ~held)[0],
+            "heldout_balanced_acc": bal_acc(best, held)[0],
+            "heldout_acc": bal_acc(best, held)[1],
+            "n_heldout": int(held.sum()),
+            "n_train": int((~held).sum()),
+        }
+    )
+)

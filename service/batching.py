@@ -11,6 +11,8 @@ Identical keys in flight are computed once and shared.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -127,7 +129,7 @@ class Batcher:
             fut: asyncio.Future[float] = loop.create_future()
             if key is not None:
                 self._inflight[key] = fut
-                fut.add_done_callback(lambda _f, k=key: self._forget(k, _f))
+                fut.add_done_callback(functools.partial(self._forget, key))
             self._pending.append(_Item(enc, fut, key))
             futures.append(fut)
         self._wakeup.set()
@@ -181,10 +183,8 @@ class Batcher:
             if not self._ready_to_dispatch():
                 wait = self.max_wait_s - (time.perf_counter() - self._pending[0].enqueued)
                 self._wakeup.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), timeout=max(wait, 0.0))
-                except TimeoutError:
-                    pass
                 continue
             batch = self._take_batch()
             if not batch:

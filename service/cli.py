@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 
 from darling_client.schemas import RewardOptions, RewardRequest, RolloutGroup
+
 from service.settings import Settings
 
 

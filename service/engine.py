@@ -68,7 +68,9 @@ def warm_up(b: Backends) -> None:
 
 
 class Engine:
-    def __init__(self, settings: Settings, observer: BatchObserver | None = None, remote: RemoteTier | None = None) -> None:
+    def __init__(
+        self, settings: Settings, observer: BatchObserver | None = None, remote: RemoteTier | None = None
+    ) -> None:
         self.settings = settings
         self.observer = observer
         self.remote = remote
@@ -108,7 +110,9 @@ class Engine:
             self.settings,
             Model(backends.classifier, self._batcher(backends.classifier, "classifier")),
             cache,
-            verifier=Model(backends.verifier, self._batcher(backends.verifier, "verifier")) if backends.verifier else None,
+            verifier=Model(backends.verifier, self._batcher(backends.verifier, "verifier"))
+            if backends.verifier
+            else None,
             reward_model=Model(backends.reward_model, self._batcher(backends.reward_model, "reward_model"))
             if backends.reward_model
             else None,

@@ -22,6 +22,7 @@ from darling_client.schemas import (
     RolloutReward,
     RuleCounts,
 )
+
 from models.backends.base import Encoded, PairClassifier, QualityBackend
 from models.partition import Pair, make_planner
 from models.reward import group_rewards
@@ -170,9 +171,11 @@ class Scorer:
         notes = ["n = 1: no other rollouts, diversity defined as 1"] if n == 1 else []
         if any(part.truncated):
             notes.append("some rollouts exceeded the classifier's input window and were truncated")
-        quality_model = {"client": "client", "verifier": self._id(self.verifier), "reward-model": self._id(self.reward_model)}[
-            source
-        ]
+        quality_model = {
+            "client": "client",
+            "verifier": self._id(self.verifier),
+            "reward-model": self._id(self.reward_model),
+        }[source]
         return GroupReward(
             group_id=g.group_id,
             n=n,
@@ -194,7 +197,7 @@ class Scorer:
             algorithm=opts.partition,
             classifier=self.clf.id,
             threshold=self._threshold(opts),
-            quality_source=source,  # type: ignore[arg-type]
+            quality_source=source,
             quality_model=quality_model,
             decided_by=stats.rules,
             judgements=stats.judgements,
@@ -216,7 +219,13 @@ class Scorer:
         return await loop.run_in_executor(self._pool, lambda: [fn(*a) for a in args])
 
     async def _cached_scores(
-        self, model: Model, keys: list[str], make_args: dict[str, tuple[Any, ...]], encode: Any, use_cache: bool, stats: _GroupStats
+        self,
+        model: Model,
+        keys: list[str],
+        make_args: dict[str, tuple[Any, ...]],
+        encode: Any,
+        use_cache: bool,
+        stats: _GroupStats,
     ) -> tuple[dict[str, float], list[Encoded]]:
         """Scores by key: cache first, the model for the misses (each unique key once), cache refilled."""
         found: dict[str, float] = {}

@@ -29,8 +29,8 @@ class MathVerifier:
         main = threading.current_thread() is threading.main_thread()
         timeout = 5 if main else None
         gold_ref = reference if "$" in reference or "\\boxed" in reference else f"${reference}$"
-        gold = self._mv.parse(gold_ref, parsing_timeout=timeout)  # type: ignore[arg-type]
-        answer = self._mv.parse(response, parsing_timeout=timeout)  # type: ignore[arg-type]
+        gold = self._mv.parse(gold_ref, parsing_timeout=timeout)
+        answer = self._mv.parse(response, parsing_timeout=timeout)
         if not gold or not answer:
             return 0.0
         return 1.0 if self._mv.verify(gold, answer, timeout_seconds=timeout) else 0.0

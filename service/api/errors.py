@@ -6,12 +6,12 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from darling_client.schemas import ErrorBody
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from darling_client.schemas import ErrorBody
 from service.errors import NotReady, RequestError, ServiceOverloaded
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,9 @@ def field_path(loc: Sequence[Any]) -> str:
     return out or "body"
 
 
-def error_response(status: int, code: str, detail: str, fields: list[str], request: Request, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int, code: str, detail: str, fields: list[str], request: Request, headers: dict[str, str] | None = None
+) -> JSONResponse:
     body = ErrorBody(error=code, detail=detail, fields=fields, request_id=getattr(request.state, "request_id", None))
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from darling_client.schemas import ErrorBody, HealthResponse, ModelInfo, RewardRequest, RewardResponse
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
-from darling_client.schemas import ErrorBody, HealthResponse, ModelInfo, RewardRequest, RewardResponse
 from service.api.deps import get_engine, get_scorer
 from service.engine import Engine
 from service.scoring import Scorer

@@ -1,0 +1,95 @@
+"""Shared fixtures: a real Redis, a real server on a loopback port, the embedded default engine."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from service.app import create_app
+from service.settings import Settings
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Two cores are shared by everything on this machine: one torch thread per test process keeps runs steady.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+PAIRS = SHARED / "data" / "noveltybench-pairs" / "train.jsonl"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """A reachable Redis: REDIS_URL (scripts/test.sh sets or starts one) or the machine's default."""
+    import redis
+
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    try:
+        redis.Redis.from_url(url, socket_timeout=1).ping()
+    except redis.RedisError as exc:  # pragma: no cover - scripts/test.sh guarantees one
+        pytest.fail(f"no Redis at {url}: {exc}; run the tests through `make test`")
+    return url
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def serve(app: FastAPI, ready_path: str = "/readyz", timeout: float = 120.0) -> Iterator[str]:
+    """Run `app` under uvicorn on a loopback port in a thread; yield its base URL once ready."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(base + ready_path, timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or not thread.is_alive():
+            server.should_exit = True
+            raise RuntimeError(f"server on {base} did not become ready")
+        time.sleep(0.1)
+    try:
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@asynccontextmanager
+async def asgi_client(app: FastAPI, timeout: float = 120.0) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client speaking ASGI to `app`, with its lifespan run and its models ready."""
+    async with app.router.lifespan_context(app):
+        engine = app.state.engine
+        await asyncio.wait_for(engine.ready.wait(), timeout)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://asgi") as client:
+            yield client
+
+
+@pytest.fixture(scope="session")
+def default_settings() -> Settings:
+    return Settings(port=0)
+
+
+@pytest.fixture(scope="session")
+def default_server(default_settings: Settings) -> Iterator[str]:
+    """The embedded default (MiniLM, verifier, in-memory cache) on a loopback port, shared by the session."""
+    with serve(create_app(default_settings)) as base:
+        yield base
