@@ -72,14 +72,11 @@ class AllPairsPlanner:
         self._distance = 1
         self._asked = 0
         self._pending: list[Pair] = []
+        self._advance()
 
-    @property
-    def done(self) -> bool:
-        return not self._pending and self._distance >= self.n
-
-    def next_pairs(self) -> list[Pair]:
-        if self._pending:
-            return list(self._pending)
+    def _advance(self) -> None:
+        # Move straight to the next round that has an open pair, so `done` is true as soon as nothing is
+        # left to ask (a caller looping `while not done` never gets an empty round).
         while self._distance < self.n:
             d = self._distance
             self._distance += 1
@@ -87,8 +84,14 @@ class AllPairsPlanner:
             if pairs:
                 self._pending = pairs
                 self._asked += len(pairs)
-                return list(pairs)
-        return []
+                return
+
+    @property
+    def done(self) -> bool:
+        return not self._pending
+
+    def next_pairs(self) -> list[Pair]:
+        return list(self._pending)
 
     def feed(self, judgements: Mapping[Pair, bool]) -> None:
         missing = [p for p in self._pending if p not in judgements]
@@ -98,6 +101,7 @@ class AllPairsPlanner:
             if judgements[(a, b)]:
                 self._uf.union(a, b)
         self._pending = []
+        self._advance()
 
     def classes(self) -> list[int]:
         if not self.done:

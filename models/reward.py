@@ -71,7 +71,9 @@ def group_rewards(
     quality_shift: str = "none",
     additive_lambda: float = 1.0,
 ) -> GroupRewards:
-    q = shift_quality(quality, quality_shift)
     div = diversity(classes, floor)
+    if len(quality) != len(classes):
+        raise ValueError(f"{len(quality)} quality scores for {len(classes)} rollouts")
+    q = shift_quality(quality, quality_shift)
     rewards = combine(q, div, combine_mode, additive_lambda)
     return GroupRewards(quality=q, diversity=div, rewards=rewards, advantages=advantages(rewards))

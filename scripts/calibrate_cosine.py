@@ -11,7 +11,7 @@ from models.backends.embedding import EmbeddingClassifier
 
 with open(sys.argv[1]) as f:
     rows = [json.loads(line) for line in f]
-clf = EmbeddingClassifier.load()
+clf = EmbeddingClassifier.load(head="none")  # the plain cosine this script calibrates
 scores = []
 for i in range(0, len(rows), 32):
     chunk = rows[i : i + 32]

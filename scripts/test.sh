@@ -10,10 +10,11 @@ export HF_HUB_OFFLINE=1
 redis_ok() { "$VENV/bin/python" -c "import redis,sys; redis.Redis.from_url(sys.argv[1], socket_timeout=1).ping()" "$1" 2>/dev/null; }
 
 started=""
+# The outage tests start, stop and pause a redis-server of their own, so the binary is needed either way.
+command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
 if [ -n "${REDIS_URL:-}" ] && redis_ok "$REDIS_URL"; then
   echo "using Redis at $REDIS_URL"
 else
-  command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
   port=$("$VENV/bin/python" -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")
   redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --daemonize yes \
     --pidfile "/tmp/darling-redis-$port.pid" --logfile "/tmp/darling-redis-$port.log"
@@ -28,4 +29,5 @@ trap cleanup EXIT
 ruff check .
 ruff format --check service models clients tests
 mypy service models clients/python/darling_client
+bash scripts/validate_deploy.sh
 pytest -q -p no:cacheprovider "$@"

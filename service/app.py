@@ -10,9 +10,11 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from service.api import errors
+from service import metrics
+from service.api import errors, rollouts
 from service.api.routes import router
 from service.engine import Engine
+from service.middleware import OperationsMiddleware
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -23,13 +25,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = Engine(settings)
+        engine = Engine(settings, observer=app.state.batch_metrics)
         app.state.engine = engine
         loading = asyncio.create_task(engine.start())
+        loading.add_done_callback(lambda _: _record_models(engine))
+        grpc_server = None
         try:
+            if settings.grpc_port is not None:
+                # Imported here: grpcio is only loaded by deployments that ask for gRPC.
+                from service.grpc.server import GrpcServer
+
+                grpc_server = GrpcServer(
+                    settings,
+                    engine,
+                    draining=lambda: bool(app.state.draining),
+                    assembler=lambda: rollouts.app_assembler(app.state),
+                )
+                app.state.grpc_port = await grpc_server.start()
             yield
         finally:
             app.state.draining = True
+            if grpc_server is not None:
+                await grpc_server.stop()
             if not loading.done():
                 loading.cancel()
             with contextlib.suppress(BaseException):
@@ -44,6 +61,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.draining = False
+    app.state.batch_metrics = metrics.BatchMetrics(lambda: getattr(getattr(app.state, "engine", None), "batchers", []))
     errors.install(app)
     app.include_router(router)
+    app.include_router(metrics.router)
+    app.include_router(rollouts.router)
+    app.add_middleware(OperationsMiddleware, settings=settings, state=app.state)
     return app
+
+
+def _record_models(engine: Engine) -> None:
+    b = engine.backends
+    if b is not None:
+        metrics.record_models({"classifier": b.classifier, "verifier": b.verifier, "reward_model": b.reward_model})

@@ -4,8 +4,13 @@ Items from all requests (and every round of every group in flight) join one queu
 the batcher takes the oldest waiting item and fills the batch with the items closest to it in length, up to
 a budget of padded tokens (longest row x rows) and a row cap. Anchoring on the oldest item bounds how long
 any item waits; choosing neighbours by length keeps padding small. A partial batch waits at most
-`max_wait_ms` for company. The forward runs in a dedicated thread, so the event loop keeps serving.
-Identical keys in flight are computed once and shared.
+`max_wait_ms` for company, and only while the model is idle: a busy model's queue is its company.
+The forward runs in a dedicated thread, so the event loop keeps serving.
+
+Identical keys in flight are computed once and shared. Every queued item counts its waiters; a caller that
+is cancelled (deadline, disconnect, a sibling group's failure) releases its items, and an item nobody waits
+for any more leaves the queue before it costs a forward. An item already in a running forward is finished
+and its result dropped.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ class Overloaded(Exception):
     """The queue is full; the caller should retry later."""
 
     def __init__(self, model: str, retry_after_s: float) -> None:
-        super().__init__(f"the {model} queue is full; retry after {retry_after_s:.0f}s")
+        super().__init__(f"the {model} queue is full; retry after {max(1, round(retry_after_s))}s")
         self.retry_after_s = retry_after_s
 
 
@@ -41,18 +46,29 @@ class BatchStats:
     real_tokens: int = 0
     padded_tokens: int = 0
     forward_s: float = 0.0
-    splits: int = 0
+    splits: int = 0  # out-of-memory splits
+    submitted: int = 0  # items callers asked for
+    deduped: int = 0  # items answered by a computation already in flight
+    cancelled: int = 0  # items dropped from the queue because nobody waited for them any more
+    rejected: int = 0  # items refused because the queue was full
+    peak_depth: int = 0
 
     @property
     def padding_share(self) -> float:
         return 1.0 - self.real_tokens / self.padded_tokens if self.padded_tokens else 0.0
 
+    @property
+    def mean_rows(self) -> float:
+        return self.rows / self.batches if self.batches else 0.0
 
-@dataclass
+
+@dataclass(eq=False)
 class _Item:
     enc: Encoded
     future: asyncio.Future[float]
     key: str | None
+    waiters: int = 1
+    running: bool = False
     enqueued: float = field(default_factory=time.perf_counter)
 
 
@@ -61,6 +77,10 @@ BatchObserver = Callable[[str, int, int, int, float, float], None]
 
 def is_oom(exc: BaseException) -> bool:
     return "out of memory" in str(exc).lower()
+
+
+# After this many clean forwards, a token budget lowered by an out-of-memory error is allowed back up.
+_OOM_RECOVERY_BATCHES = 64
 
 
 class Batcher:
@@ -84,28 +104,38 @@ class Batcher:
         self.stats = BatchStats()
         self._observer = observer
         self._pending: list[_Item] = []
-        self._inflight: dict[str, asyncio.Future[float]] = {}
+        self._pending_cost = 0
+        self._inflight: dict[str, _Item] = {}
+        self._running: list[_Item] = []
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batcher-{name}")
         self._task: asyncio.Task[None] | None = None
         self._closing = False
-        self._busy = False
+        self._token_cap = max_batch_tokens  # lowered after an out-of-memory error, restored after clean runs
+        self._clean_batches = 0
         self.forward_s_ewma = 0.05  # estimate of one forward's time, for Retry-After
 
     @property
     def depth(self) -> int:
+        """Items waiting for a forward (not counting the one running)."""
         return len(self._pending)
+
+    @property
+    def inflight_keys(self) -> int:
+        return len(self._inflight)
 
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
+            self._task.add_done_callback(self._on_loop_exit)
 
     async def close(self) -> None:
         """Finish what is queued, then stop the worker."""
         self._closing = True
         self._wakeup.set()
         if self._task is not None:
-            await self._task
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
             self._task = None
         self._executor.shutdown(wait=True)
 
@@ -113,66 +143,109 @@ class Batcher:
         batches_ahead = self.depth / max(1, self.max_batch_rows)
         return max(1.0, batches_ahead * self.forward_s_ewma)
 
+    # ---- callers ---------------------------------------------------------------------------------------
+
     async def submit(self, items: Sequence[Encoded], keys: Sequence[str | None] | None = None) -> list[float]:
         """Scores for `items`, in their order. Items with equal non-None keys are computed once."""
-        if self._closing:
+        if not items:
+            return []
+        if keys is not None and len(keys) != len(items):
+            raise ValueError(f"{len(items)} items but {len(keys)} keys")
+        if self._task is None and not self._closing:
+            self.start()
+        if self._closing or self._task is None or self._task.done():
             raise Overloaded(self.name, 1.0)
-        if self.depth + len(items) > self.max_queue_depth:
+        # An empty queue admits any submission, so one oversized request is served rather than refused forever.
+        if self.depth and self.depth + len(items) > self.max_queue_depth:
+            self.stats.rejected += len(items)
             raise Overloaded(self.name, self.retry_after_s())
+        mine = self._enqueue(items, keys)
+        self._wakeup.set()
+        unique = list({id(it): it for it in mine}.values())
+        try:
+            # asyncio.wait, unlike gather, never cancels what it waits on: shared futures outlive this caller.
+            await asyncio.wait([it.future for it in unique])
+        except BaseException:
+            self._release(mine)
+            raise
+        # Read every exception so none is logged as "never retrieved"; raise the first.
+        errors = [e for e in (it.future.exception() for it in unique) if e is not None]
+        if errors:
+            raise errors[0]
+        return [it.future.result() for it in mine]
+
+    def _enqueue(self, items: Sequence[Encoded], keys: Sequence[str | None] | None) -> list[_Item]:
         loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[float]] = []
+        mine: list[_Item] = []
         for i, enc in enumerate(items):
             key = keys[i] if keys is not None else None
-            if key is not None and key in self._inflight and not self._inflight[key].cancelled():
-                futures.append(self._inflight[key])
+            shared = self._inflight.get(key) if key is not None else None
+            if shared is not None and not shared.future.done():
+                shared.waiters += 1
+                self.stats.deduped += 1
+                mine.append(shared)
                 continue
-            fut: asyncio.Future[float] = loop.create_future()
+            item = _Item(enc, loop.create_future(), key)
             if key is not None:
-                self._inflight[key] = fut
-                fut.add_done_callback(functools.partial(self._forget, key))
-            self._pending.append(_Item(enc, fut, key))
-            futures.append(fut)
-        self._wakeup.set()
-        # shield: one caller giving up must not cancel a future another caller shares.
-        return list(await asyncio.gather(*(asyncio.shield(f) for f in futures)))
+                self._inflight[key] = item
+                item.future.add_done_callback(functools.partial(self._forget, key, item))
+            self._pending.append(item)
+            self._pending_cost += enc.cost
+            mine.append(item)
+        self.stats.submitted += len(items)
+        self.stats.peak_depth = max(self.stats.peak_depth, len(self._pending))
+        return mine
 
-    def _forget(self, key: str, fut: asyncio.Future[float]) -> None:
-        if self._inflight.get(key) is fut:
+    def _release(self, mine: list[_Item]) -> None:
+        """A caller gave up: drop the queued items nobody else waits for."""
+        dropped = False
+        for it in mine:
+            it.waiters -= 1
+            if it.waiters <= 0 and not it.future.done() and not it.running:
+                it.future.cancel()
+                self.stats.cancelled += 1
+                dropped = True
+        if dropped:
+            self._pending = [it for it in self._pending if not it.future.done()]
+            self._pending_cost = sum(it.enc.cost for it in self._pending)
+
+    def _forget(self, key: str, item: _Item, _fut: asyncio.Future[float]) -> None:
+        if self._inflight.get(key) is item:
             del self._inflight[key]
 
+    # ---- the worker --------------------------------------------------------------------------------------
+
     def _take_batch(self) -> list[_Item]:
-        live = [it for it in self._pending if not it.future.done()]
-        if not live:
-            self._pending = []
-            return []
-        anchor = live[0]
-        by_closeness = sorted(live[1:], key=lambda it: abs(it.enc.cost - anchor.enc.cost))
+        anchor = self._pending[0]
+        rest = self._pending[1:]
+        by_closeness = sorted(range(len(rest)), key=lambda k: abs(rest[k].enc.cost - anchor.enc.cost))
         batch = [anchor]
         width = max(1, anchor.enc.cost)
-        for it in by_closeness:
+        chosen: set[int] = set()
+        for k in by_closeness:
             if len(batch) >= self.max_batch_rows:
                 break
-            w = max(width, it.enc.cost)
-            if w * (len(batch) + 1) > self.max_batch_tokens:
+            w = max(width, rest[k].enc.cost)
+            if w * (len(batch) + 1) > self._token_cap:
                 continue
-            batch.append(it)
+            batch.append(rest[k])
+            chosen.add(k)
             width = w
-        chosen = {id(it) for it in batch}
-        self._pending = [it for it in live if id(it) not in chosen]
+        self._pending = [it for k, it in enumerate(rest) if k not in chosen]
+        self._pending_cost -= sum(it.enc.cost for it in batch)
         batch.sort(key=lambda it: it.enc.cost)
+        for it in batch:
+            it.running = True
         return batch
 
     def _ready_to_dispatch(self) -> bool:
         if not self._pending:
             return False
-        if self._closing or len(self._pending) >= self.max_batch_rows:
-            return True
-        if sum(it.enc.cost for it in self._pending) >= self.max_batch_tokens:
+        if self._closing or len(self._pending) >= self.max_batch_rows or self._pending_cost >= self._token_cap:
             return True
         return time.perf_counter() - self._pending[0].enqueued >= self.max_wait_s
 
     async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             if not self._pending:
                 if self._closing:
@@ -186,42 +259,84 @@ class Batcher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), timeout=max(wait, 0.0))
                 continue
-            batch = self._take_batch()
-            if not batch:
-                continue
-            started = time.perf_counter()
+            await self._dispatch(self._take_batch())
+
+    async def _dispatch(self, batch: list[_Item]) -> None:
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        self._running = batch
+        try:
+            scores = await loop.run_in_executor(self._executor, self._run_split, [it.enc for it in batch])
+            if len(scores) != len(batch):
+                raise RuntimeError(f"model {self.name} returned {len(scores)} scores for {len(batch)} items")
+        except Exception as exc:  # a model error fails this batch's callers, not the batcher
+            log.exception("model %s failed on a batch of %d", self.name, len(batch))
+            self._running = []
+            for it in batch:
+                self._settle(it, exc=exc)
+            return
+        # Left set when the worker itself is cancelled mid-forward, so _on_loop_exit can settle these items.
+        self._running = []
+        elapsed = time.perf_counter() - started
+        self.forward_s_ewma = 0.8 * self.forward_s_ewma + 0.2 * elapsed
+        width = max(it.enc.cost for it in batch)
+        real = sum(it.enc.cost for it in batch)
+        self.stats.batches += 1
+        self.stats.rows += len(batch)
+        self.stats.real_tokens += real
+        self.stats.padded_tokens += width * len(batch)
+        self.stats.forward_s += elapsed
+        self._clean_batches += 1
+        if self._token_cap < self.max_batch_tokens and self._clean_batches >= _OOM_RECOVERY_BATCHES:
+            self._token_cap = min(self.max_batch_tokens, self._token_cap * 2)
+            self._clean_batches = 0
+        for it, score in zip(batch, scores, strict=True):
+            self._settle(it, result=score)
+        if self._observer is not None:
+            queue_wait = started - min(it.enqueued for it in batch)
             try:
-                scores = await loop.run_in_executor(self._executor, self._run_split, [it.enc for it in batch])
-            except Exception as exc:  # a model error fails this batch's callers, not the batcher
-                log.exception("model %s failed on a batch of %d", self.name, len(batch))
-                for it in batch:
-                    if not it.future.done():
-                        it.future.set_exception(exc)
-                continue
-            elapsed = time.perf_counter() - started
-            self.forward_s_ewma = 0.8 * self.forward_s_ewma + 0.2 * elapsed
-            width = max(it.enc.cost for it in batch)
-            real = sum(it.enc.cost for it in batch)
-            self.stats.batches += 1
-            self.stats.rows += len(batch)
-            self.stats.real_tokens += real
-            self.stats.padded_tokens += width * len(batch)
-            self.stats.forward_s += elapsed
-            if self._observer is not None:
-                queue_wait = started - min(it.enqueued for it in batch)
                 self._observer(self.name, len(batch), real, width * len(batch), elapsed, queue_wait)
-            for it, score in zip(batch, scores, strict=True):
-                if not it.future.done():
-                    it.future.set_result(score)
+            except Exception:  # metrics must never stop the model
+                log.exception("batch observer failed")
+
+    @staticmethod
+    def _settle(it: _Item, result: float | None = None, exc: BaseException | None = None) -> None:
+        it.running = False
+        if it.future.done():
+            return
+        if it.waiters <= 0:
+            it.future.cancel()  # nobody to read it: an exception set here would be logged as never retrieved
+        elif exc is not None:
+            it.future.set_exception(exc)
+        else:
+            assert result is not None
+            it.future.set_result(result)
+
+    def _on_loop_exit(self, task: asyncio.Task[None]) -> None:
+        """If the worker ever dies, nobody may be left waiting on it."""
+        exc = None if task.cancelled() else task.exception()
+        if task.cancelled() or exc is not None:
+            if exc is not None:
+                log.error("batcher %s stopped: %r", self.name, exc)
+            failure = exc if exc is not None else Overloaded(self.name, 1.0)
+            for it in [*self._running, *self._pending, *self._inflight.values()]:
+                self._settle(it, exc=failure)
+            self._pending = []
+            self._pending_cost = 0
 
     def _run_split(self, items: list[Encoded]) -> list[float]:
-        """Run a batch; on out-of-memory, free the cache and run the two halves instead."""
+        """Run a batch; on out-of-memory, free the cache, lower the token budget and run the two halves."""
         try:
             return self.backend.run(items)
         except RuntimeError as exc:
             if not is_oom(exc) or len(items) == 1:
                 raise
         self.stats.splits += 1
+        padded = max(e.cost for e in items) * len(items)
+        # Later batches start below the size that failed (read by the event-loop thread; an int swap is atomic).
+        self._token_cap = max(1, min(self._token_cap, padded // 2))
+        self._clean_batches = 0
+        log.warning("model %s out of memory on %d rows (%d padded tokens); splitting", self.name, len(items), padded)
         _empty_device_cache()
         half = len(items) // 2
         return self._run_split(items[:half]) + self._run_split(items[half:])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -16,14 +15,11 @@ from service.settings import Settings
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    from service.shutdown import serve
 
-    from service.app import create_app
-
-    overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
-    settings = Settings(**overrides)
-    logging.basicConfig(level=settings.log_level.upper())
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+    given = {"host": args.host, "port": args.port, "grpc_port": args.grpc_port}
+    overrides = {k: v for k, v in given.items() if v is not None}
+    serve(Settings(**overrides))
     return 0
 
 
@@ -42,10 +38,10 @@ async def _score_file(settings: Settings, src: str, dst: str, options: RewardOpt
 
     from service.engine import Engine
 
+    groups = [g for _, g in _read_groups(src)]  # validate the whole file before loading any model
     engine = Engine(settings)
     await engine.start()
     assert engine.scorer is not None
-    groups = [g for _, g in _read_groups(src)]
     written = 0
     try:
         with open(dst, "w") as out, tqdm(total=len(groups), unit="group", file=sys.stderr) as bar:
@@ -75,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="Run the HTTP service (settings from DARLING_* variables).")
     s.add_argument("--host", default=None, help="Bind address (DARLING_HOST).")
     s.add_argument("--port", type=int, default=None, help="HTTP port (DARLING_PORT).")
+    s.add_argument("--grpc-port", type=int, default=None, help="Also serve gRPC on this port (DARLING_GRPC_PORT).")
     s.set_defaults(func=_serve)
 
     sc = sub.add_parser("score", help="Score a JSONL file of groups offline (one RolloutGroup per line).")

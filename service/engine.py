@@ -11,6 +11,7 @@ from models.backends.base import PairClassifier
 from models.backends.loading import LoadOptions, configure_cpu_threads
 from service.batching import Batcher, BatchObserver
 from service.cache import MemoryLRU, RemoteTier, TieredCache
+from service.redis_tier import RedisTier
 from service.scoring import Model, Scorer
 from service.settings import Settings
 
@@ -33,7 +34,9 @@ def load_backends(settings: Settings) -> Backends:
     if settings.classifier == "embedding":
         from models.backends.embedding import EmbeddingClassifier
 
-        classifier = EmbeddingClassifier.load(settings.classifier_path, opts, settings.classifier_threshold)
+        classifier = EmbeddingClassifier.load(
+            settings.classifier_path, opts, settings.classifier_threshold, settings.embedding_head
+        )
     else:
         from models.backends.cross_encoder import CrossEncoderClassifier
 
@@ -46,6 +49,8 @@ def load_backends(settings: Settings) -> Backends:
             settings.classifier_threshold,
             settings.classifier_tokenizer,
         )
+        if settings.classifier_quantize == "int8":
+            classifier = classifier.quantized_int8()
     verifier = None
     if settings.verifier:
         from models.backends.verifier import MathVerifier
@@ -105,7 +110,15 @@ class Engine:
             log.exception("model loading failed")
             raise
         self.backends = backends
-        cache = TieredCache(MemoryLRU(self.settings.memory_cache_bytes), self.remote)
+        if self.remote is None and self.settings.redis_url:
+            tier = RedisTier.from_settings(self.settings)
+            self.remote = tier
+            # Not a start-up condition: a missing Redis is logged (once) and the service runs uncached.
+            if await tier.ping():
+                log.info("Redis cache tier at %s, namespace %r", tier.url, tier.namespace)
+        cache = TieredCache(
+            MemoryLRU(self.settings.memory_cache_bytes), self.remote, self.settings.cache_prefetch_max_keys
+        )
         self.scorer = Scorer(
             self.settings,
             Model(backends.classifier, self._batcher(backends.classifier, "classifier")),

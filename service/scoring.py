@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,8 +27,10 @@ from models.backends.base import Encoded, PairClassifier, QualityBackend
 from models.partition import Pair, make_planner
 from models.reward import group_rewards
 from models.rules import decide_by_rules
+from service import metrics
 from service.batching import Batcher, Overloaded
-from service.cache import Lookup, TieredCache, pair_key, quality_key
+from service.cache import Lookup, RequestCache, TieredCache, pair_key_hashed, quality_key, text_hash, truncation_key
+from service.concurrency import gather_or_cancel
 from service.errors import DeadlineExceeded, RequestError, ServiceOverloaded, TooLarge
 from service.settings import Settings
 
@@ -140,12 +142,21 @@ class Scorer:
     async def score(self, req: RewardRequest) -> RewardResponse:
         self.check(req)
         started = time.perf_counter()
-        work = asyncio.gather(*(self._score_group(g, gi, req.options) for gi, g in enumerate(req.groups)))
+        # One cache view for the whole request: one remote read for every group's keys, one write at the end.
+        cache = self.cache.request() if req.options.cache else None
+
+        async def work() -> list[GroupReward]:
+            if cache is not None:
+                await cache.prefetch(self._cache_keys(req.groups))
+            return await gather_or_cancel(
+                *(self._score_group(g, gi, req.options, cache) for gi, g in enumerate(req.groups))
+            )
+
         try:
             if req.options.deadline_ms is not None:
-                groups = await asyncio.wait_for(work, timeout=req.options.deadline_ms / 1000.0)
+                groups = await asyncio.wait_for(work(), timeout=req.options.deadline_ms / 1000.0)
             else:
-                groups = await work
+                groups = await work()
         except TimeoutError:
             raise DeadlineExceeded(
                 f"the request was not finished within options.deadline_ms={req.options.deadline_ms}",
@@ -153,12 +164,78 @@ class Scorer:
             ) from None
         except Overloaded as exc:
             raise ServiceOverloaded(str(exc), exc.retry_after_s) from None
-        return RewardResponse(groups=list(groups), elapsed_ms=(time.perf_counter() - started) * 1000.0)
+        finally:
+            if cache is not None:
+                # Whatever was computed is kept, a missed deadline included; the remote tier never raises.
+                await cache.flush()
+        return RewardResponse(groups=groups, elapsed_ms=(time.perf_counter() - started) * 1000.0)
 
-    async def _score_group(self, g: RolloutGroup, gi: int, opts: RewardOptions) -> GroupReward:
+    def _cache_keys(self, groups: Sequence[RolloutGroup]) -> Iterator[str]:
+        """Every key the groups may ask, most likely first: quality keys and truncation flags, then pairs in
+        planner-round order (distance 1 first), interleaved over groups, so a capped prefetch covers every group's
+        first rounds."""
+        for gi, g in enumerate(groups):
+            source = self.quality_source(g, gi)
+            model = self.verifier if source == "verifier" else self.reward_model if source == "reward-model" else None
+            if model is not None:
+                fp = model.backend.fingerprint
+                yield from (quality_key(fp, g.prompt, r, g.reference) for r in g.responses)
+        fp = self.clf.fingerprint
+        hashes = [[text_hash(t) for t in g.responses] for g in groups]
+        yield from (truncation_key(fp, x) for h in hashes for x in h)
+        for d in range(1, max((len(h) for h in hashes), default=0)):
+            for h in hashes:
+                for i in range(len(h) - d):
+                    if h[i] != h[i + d]:  # identical texts are settled by a rule, never cached
+                        yield pair_key_hashed(fp, h[i], h[i + d])
+
+    async def score_each(self, req: RewardRequest) -> AsyncIterator[tuple[int, GroupReward]]:
+        """(index, group) as each group finishes, for streaming transports; same checks, deadline and errors
+        as score(). Closing the iterator early cancels the groups still running."""
+        self.check(req)
+        loop = asyncio.get_running_loop()
+        deadline = None if req.options.deadline_ms is None else loop.time() + req.options.deadline_ms / 1000.0
+        index: dict[asyncio.Future[GroupReward], int] = {
+            asyncio.ensure_future(self._score_group(g, gi, req.options)): gi for gi, g in enumerate(req.groups)
+        }
+        pending: set[asyncio.Future[GroupReward]] = set(index)
+        try:
+            while pending:
+                timeout = None if deadline is None else max(0.0, deadline - loop.time())
+                done, pending = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    raise DeadlineExceeded(
+                        f"the request was not finished within options.deadline_ms={req.options.deadline_ms}",
+                        ["options.deadline_ms"],
+                    )
+                for task in sorted(done, key=index.__getitem__):
+                    try:
+                        group = task.result()
+                    except Overloaded as exc:
+                        raise ServiceOverloaded(str(exc), exc.retry_after_s) from None
+                    yield index[task], group
+        finally:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _score_group(
+        self, g: RolloutGroup, gi: int, opts: RewardOptions, cache: RequestCache | None = None
+    ) -> GroupReward:
+        """`cache`: the request's view; without one (streaming), the group opens and flushes its own."""
         stats = _GroupStats()
         source = self.quality_source(g, gi)
-        quality, part = await asyncio.gather(self._quality(g, source, opts, stats), self._partition(g, opts, stats))
+        own = cache is None and opts.cache
+        if own:
+            cache = self.cache.request()
+            await cache.prefetch(self._cache_keys([g]))
+        try:
+            quality, part = await asyncio.gather(
+                self._quality(g, source, stats, cache), self._partition(g, opts, stats, cache)
+            )
+        finally:
+            if own and cache is not None:
+                await cache.flush()
         rewards = group_rewards(
             part.classes,
             quality,
@@ -176,7 +253,7 @@ class Scorer:
             "verifier": self._id(self.verifier),
             "reward-model": self._id(self.reward_model),
         }[source]
-        return GroupReward(
+        group = GroupReward(
             group_id=g.group_id,
             n=n,
             n_classes=len(set(part.classes)),
@@ -205,6 +282,8 @@ class Scorer:
             truncated=sum(part.truncated),
             notes=notes,
         )
+        metrics.record_group(group)
+        return group
 
     @staticmethod
     def _id(model: Model | None) -> str:
@@ -224,13 +303,13 @@ class Scorer:
         keys: list[str],
         make_args: dict[str, tuple[Any, ...]],
         encode: Any,
-        use_cache: bool,
+        cache: RequestCache | None,
         stats: _GroupStats,
     ) -> tuple[dict[str, float], list[Encoded]]:
         """Scores by key: cache first, the model for the misses (each unique key once), cache refilled."""
         found: dict[str, float] = {}
-        if use_cache:
-            lookup = await self.cache.get_many(keys)
+        if cache is not None:
+            lookup = await cache.get_many(keys)
             stats.add_lookup(lookup)
             found.update(lookup.values)
         todo = [k for k in dict.fromkeys(keys) if k not in found]
@@ -240,11 +319,29 @@ class Scorer:
             scores = await model.batcher.submit(encoded, todo)
             fresh = dict(zip(todo, scores, strict=True))
             found.update(fresh)
-            if use_cache:
-                await self.cache.put_many(fresh)
+            if cache is not None:
+                await cache.put_many(fresh)
         return found, encoded
 
-    async def _quality(self, g: RolloutGroup, source: str, opts: RewardOptions, stats: _GroupStats) -> list[float]:
+    async def _truncation(
+        self, clf: PairClassifier, texts: list[str], hashes: list[str], cache: RequestCache | None
+    ) -> list[bool]:
+        """Whether the classifier cuts each text. Cached like judgements (it costs a tokenization), but not
+        counted in a group's cache stats, which are about judgements and quality scores."""
+        keys = [truncation_key(clf.fingerprint, h) for h in hashes]
+        known = (await cache.get_many(keys)).values if cache is not None and keys else {}
+        todo = [i for i, k in enumerate(keys) if k not in known]
+        if todo:
+            flags = await self._encode(lambda t: clf.truncates(t), [(texts[i],) for i in todo])
+            fresh = {keys[i]: float(bool(f)) for i, f in zip(todo, flags, strict=True)}
+            known = {**known, **fresh}
+            if cache is not None:
+                await cache.put_many(fresh)
+        return [known[k] > 0.5 for k in keys]
+
+    async def _quality(
+        self, g: RolloutGroup, source: str, stats: _GroupStats, cache: RequestCache | None
+    ) -> list[float]:
         if source == "client":
             assert g.quality is not None
             return list(g.quality)
@@ -253,12 +350,15 @@ class Scorer:
         backend: QualityBackend = model.backend
         keys = [quality_key(backend.fingerprint, g.prompt, r, g.reference) for r in g.responses]
         args = {k: (g.prompt, r, g.reference) for k, r in zip(keys, g.responses, strict=True)}
-        scores, _ = await self._cached_scores(model, keys, args, backend.encode_rollout, opts.cache, stats)
+        scores, _ = await self._cached_scores(model, keys, args, backend.encode_rollout, cache, stats)
         return [scores[k] for k in keys]
 
-    async def _partition(self, g: RolloutGroup, opts: RewardOptions, stats: _GroupStats) -> _Partition:
+    async def _partition(
+        self, g: RolloutGroup, opts: RewardOptions, stats: _GroupStats, cache: RequestCache | None
+    ) -> _Partition:
         texts = g.responses
         n = len(texts)
+        hashes = [text_hash(t) for t in texts]
         planner = make_planner(opts.partition, n)
         threshold = self._threshold(opts)
         clf = self.clf
@@ -276,11 +376,9 @@ class Scorer:
                 setattr(stats.rules, rule.value, getattr(stats.rules, rule.value) + 1)
                 results[(i, j)] = equivalent
             if need:
-                keys = [pair_key(clf.fingerprint, texts[i], texts[j]) for i, j in need]
+                keys = [pair_key_hashed(clf.fingerprint, hashes[i], hashes[j]) for i, j in need]
                 args = {k: (texts[i], texts[j]) for k, (i, j) in zip(keys, need, strict=True)}
-                scores, encoded = await self._cached_scores(
-                    self.classifier, keys, args, clf.encode_pair, opts.cache, stats
-                )
+                scores, encoded = await self._cached_scores(self.classifier, keys, args, clf.encode_pair, cache, stats)
                 stats.rules.classifier += len(need)
                 stats.judgements.made += len(need)
                 stats.judgements.model += len(encoded)
@@ -292,7 +390,7 @@ class Scorer:
         stats.judgements.skipped = planner.skipped
         # Only rollouts the classifier actually read can have been truncated by it.
         order = sorted(consulted)
-        flags = await self._encode(lambda t: clf.truncates(t), [(texts[i],) for i in order]) if order else []
+        flags = await self._truncation(clf, [texts[i] for i in order], [hashes[i] for i in order], cache)
         truncated = [False] * n
         for i, flag in zip(order, flags, strict=True):
             truncated[i] = bool(flag)

@@ -30,8 +30,18 @@ class Settings(BaseSettings):
         "Unset = the preset stored in the model folder, else `pair`.",
     )
     classifier_tokenizer: str | None = Field(None, description="Tokenizer location if not beside the weights.")
+    classifier_quantize: Literal["none", "int8"] = Field(
+        "none",
+        description="`int8`: dynamic int8 quantization of a cross-encoder's Linear layers (CPU only): faster, "
+        "judgements close to fp32 (`darling-reward bench --int8` reports speed-up and agreement).",
+    )
     classifier_threshold: float | None = Field(
         None, ge=0.0, le=1.0, description="Override the classifier's default threshold."
+    )
+    embedding_head: str = Field(
+        "default",
+        description="Head of the `embedding` classifier: `default` (the packaged learned head over MiniLM), "
+        "`none` (plain cosine at 0.837), or a folder written by `darling-reward classifier train --head`.",
     )
 
     # Quality
@@ -66,11 +76,49 @@ class Settings(BaseSettings):
     redis_ttl_s: int = Field(7 * 24 * 3600, gt=0, description="TTL of Redis cache entries.")
     redis_namespace: str = Field("darling", description="Prefix of every Redis key.")
     redis_timeout_s: float = Field(0.25, gt=0, description="Socket timeout for Redis operations.")
+    redis_connect_timeout_s: float = Field(0.25, gt=0, description="Timeout for opening a Redis connection.")
+    redis_max_connections: int = Field(64, gt=0, description="Size of the Redis connection pool.")
+    redis_retry_s: float = Field(
+        1.0, gt=0, description="After a Redis failure, skip the Redis tier this long before one probe call."
+    )
+    redis_retry_max_s: float = Field(
+        30.0, gt=0, description="Cap of the Redis back-off, which doubles with every failed probe."
+    )
+    cache_prefetch_max_keys: int = Field(
+        20_000, gt=0, description="Most keys one request reads from Redis up front (the rest, per planner round)."
+    )
+
+    # Group assembly (POST /v1/rollouts, POST /v1/openrlhf)
+    group_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="How long a rollouts call waits for the rest of its group before a 408 naming the missing "
+        "indices. Keep it below the trainer's HTTP timeout (OpenRLHF: 180 s).",
+    )
+    group_ttl_s: int = Field(
+        3600, gt=0, description="How long a partial group, and a finished group's result, are kept (for retries)."
+    )
+    group_max_open: int = Field(
+        100_000, gt=0, description="Partial groups one replica holds in memory (no Redis) before 503."
+    )
+    openrlhf_group_size: int = Field(
+        8, gt=0, description="n for POST /v1/openrlhf: rollouts of one prompt are assembled into groups of n."
+    )
 
     # Security and operations
     api_keys: SecretStr | None = Field(None, description="Comma-separated bearer keys; unset = no auth.")
     api_keys_file: str | None = Field(None, description="File with one bearer key per line.")
     log_level: str = Field("info", description="Log level.")
+    log_format: Literal["json", "text"] = Field("json", description="`json`: one object per line; `text`: plain.")
+    access_log: bool = Field(True, description="One log line per request (method, path, status, duration, id).")
+    auth_health: bool = Field(False, description="Require an API key on /healthz and /readyz too.")
+    auth_metrics: bool = Field(False, description="Require an API key on /metrics too.")
+    max_inflight_requests: int = Field(
+        256, gt=0, description="Requests handled at once by one replica; more get 429 with Retry-After."
+    )
+    shutdown_grace_s: float = Field(
+        30.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish before they are cut."
+    )
 
     @cached_property
     def keys(self) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -59,19 +60,41 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+# Files whose bytes decide a model's outputs: weights, configs, tokenizer vocabularies and merges.
+_DIGESTED = (".safetensors", ".bin", ".json", ".model", ".txt")
+_HF_BLOB = re.compile(r"[0-9a-f]{64}")
+
+
+def _file_digest(path: str) -> str:
+    """The content's sha256. A hub-cache snapshot links each file to a blob named by that very sha256."""
+    import os
+
+    target = os.path.realpath(path)
+    name = os.path.basename(target)
+    if target != os.path.abspath(path) and _HF_BLOB.fullmatch(name):
+        return name
+    h = hashlib.sha256()
+    with open(target, "rb") as f:
+        while chunk := f.read(8 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def weights_digest(model_dir: str) -> str:
-    """Hash of the weight files' names and sizes and their first MiB: cheap, and changes with the weights."""
+    """Hash of every weight, config and tokenizer file's name and full content (sha256 runs at about 1 GB/s).
+
+    All of the content: a fine-tune that leaves the first tensors alone (frozen embeddings, a merged LoRA)
+    must still change the digest, or the cache would serve the old model's judgements.
+    """
     import os
 
     h = hashlib.sha256()
     if os.path.isdir(model_dir):
         for name in sorted(os.listdir(model_dir)):
-            if name.endswith((".safetensors", ".json")):
-                path = os.path.join(model_dir, name)
+            path = os.path.join(model_dir, name)
+            if name.endswith(_DIGESTED) and os.path.isfile(path):
                 h.update(name.encode())
-                h.update(str(os.path.getsize(path)).encode())
-                with open(path, "rb") as f:
-                    h.update(f.read(1 << 20))
+                h.update(_file_digest(path).encode())
     else:
         h.update(model_dir.encode())
     return h.hexdigest()[:16]

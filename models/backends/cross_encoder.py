@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
@@ -101,12 +102,19 @@ def build_input(preset: Preset, tokenizer: Any, a: str, b: str) -> tuple[dict[st
         types = [0] * (len(ia[:n]) + 2) + [1] * (len(ib[:n]) + 1)
         return {"input_ids": ids, "token_type_ids": types}, (len(ia) > n, len(ib) > n)
     enc = tokenizer(a, b, truncation="longest_first", max_length=preset.max_length, return_overflowing_tokens=False)
-    full = len(tokenizer(a, b)["input_ids"])
-    cut = full > preset.max_length
     out = {"input_ids": list(enc["input_ids"])}
     if "token_type_ids" in enc:
         out["token_type_ids"] = list(enc["token_type_ids"])
-    return out, (cut, cut)
+    try:
+        # Fast tokenizers say which text each kept token came from: a side is cut iff it kept fewer tokens.
+        kept = enc.sequence_ids()
+        return out, (
+            kept.count(0) < len(tokenizer(a, add_special_tokens=False)["input_ids"]),
+            kept.count(1) < len(tokenizer(b, add_special_tokens=False)["input_ids"]),
+        )
+    except ValueError:
+        cut = len(tokenizer(a, b)["input_ids"]) > preset.max_length
+        return out, (cut, cut)
 
 
 def side_truncated(preset: Preset, tokenizer: Any, text: str) -> bool:
@@ -140,6 +148,36 @@ def pad_batch(rows: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.
     return out
 
 
+def pad_id_for(rows: list[dict[str, list[int]]], preferred: int) -> int:
+    """`preferred`, unless some row ends with it: then the smallest id that ends no row.
+
+    Pad positions are masked out of attention, so any id works as padding; what matters is that a decoder's
+    "last token that is not pad" is each row's true last token (a pad == eos tokenizer with a chat template
+    that ends in eos would otherwise be read one token early, and differently than when run alone).
+    """
+    last = {r["input_ids"][-1] for r in rows if r["input_ids"]}
+    if preferred not in last:
+        return preferred
+    return next(i for i in range(len(last) + 1) if i not in last)
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "spm.model", "tokenizer.model", "vocab.txt")
+
+
+def _load_preset_tokenizer(path: str, preset: Preset, opts: LoadOptions, tokenizer_path: str | None) -> Any:
+    """The tokenizer beside the weights, else the preset's: the NoveltyBench DeBERTa checkpoint ships without
+    one and is read with microsoft/deberta-v3-large's."""
+    if tokenizer_path or preset.tokenizer is None:
+        return load_tokenizer(path, opts, tokenizer_path)
+    if os.path.isdir(path):
+        has_own = any(os.path.isfile(os.path.join(path, f)) for f in TOKENIZER_FILES)
+        return load_tokenizer(path, opts, None if has_own else preset.tokenizer)
+    try:
+        return load_tokenizer(path, opts)
+    except (OSError, ValueError):
+        return load_tokenizer(path, opts, preset.tokenizer)
+
+
 def read_preset_file(path: str) -> Preset | None:
     file = os.path.join(path, PRESET_FILE)
     if not os.path.isfile(file):
@@ -169,8 +207,15 @@ class CrossEncoderClassifier:
         self.device = str(self._device)
         pad = tokenizer.pad_token_id
         self._pad_id = int(pad) if pad is not None else 0
-        if getattr(model.config, "pad_token_id", None) is None:
-            # Decoder classifiers (Qwen3) pick the last non-pad token; they need to know the pad id.
+        # A fast tokenizer's truncation setting is state shared by every caller: the `pair` layout encodes with
+        # truncation and without it in turn, so two threads encoding at once can get an untruncated row
+        # (longer than the model's positions). Encoding runs on a thread pool; one tokenizer user at a time.
+        self._tokenizer_lock = threading.Lock()
+        # Decoder classifiers (Qwen3) pool the last token that is not the config's pad id. A model that names
+        # no pad id reads the true last token when run alone; to keep that in a padded batch, `run` picks a
+        # pad id per batch that no row ends with.
+        self._choose_pad = getattr(model.config, "pad_token_id", None) is None
+        if self._choose_pad:
             model.config.pad_token_id = self._pad_id
 
     @classmethod
@@ -185,25 +230,49 @@ class CrossEncoderClassifier:
         from transformers import AutoModelForSequenceClassification
 
         opts = opts or LoadOptions()
-        chosen = PRESETS[preset] if preset else (read_preset_file(path) or PRESETS["pair"])
         if preset and preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
+        chosen = PRESETS[preset] if preset else (read_preset_file(path) or PRESETS["pair"])
         if threshold is not None:
             chosen = replace(chosen, threshold=threshold)
-        tokenizer = load_tokenizer(path, opts, tokenizer_path)
+        tokenizer = _load_preset_tokenizer(path, chosen, opts, tokenizer_path)
         model = load_pretrained(AutoModelForSequenceClassification, path, opts)
         return cls(model, tokenizer, chosen, os.path.basename(os.path.normpath(path)), weights_digest(path))
 
     def truncates(self, text: str) -> bool:
-        return side_truncated(self.preset, self.tokenizer, text)
+        with self._tokenizer_lock:
+            return side_truncated(self.preset, self.tokenizer, text)
 
     def encode_pair(self, a: str, b: str) -> Encoded:
-        row, truncated = build_input(self.preset, self.tokenizer, a, b)
+        with self._tokenizer_lock:
+            row, truncated = build_input(self.preset, self.tokenizer, a, b)
         return Encoded(cost=len(row["input_ids"]), payload=row, truncated=truncated)
+
+    def quantized_int8(self) -> CrossEncoderClassifier:
+        """A CPU copy with every Linear layer dynamically quantized to int8 (weights int8, activations
+        quantized per batch): faster matrix products on CPU, judgements within a small distance of fp32.
+        Its fingerprint differs, so cached fp32 judgements are never served as int8 ones or back."""
+        import copy
+
+        from torch.ao.quantization import quantize_dynamic
+
+        if self._device.type != "cpu":
+            raise ValueError(f"int8 dynamic quantization runs on CPU; this classifier is on {self.device}")
+        model = quantize_dynamic(copy.deepcopy(self.model), {torch.nn.Linear}, dtype=torch.qint8)  # type: ignore[no-untyped-call]
+        q = CrossEncoderClassifier(model, self.tokenizer, self.preset, "", "")
+        q.id = f"{self.id}:int8"
+        q.fingerprint = fingerprint(self.fingerprint, "int8-dynamic")
+        q._tokenizer_lock = self._tokenizer_lock  # the tokenizer is shared, so is its lock
+        return q
 
     @torch.inference_mode()
     def run(self, batch: list[Encoded]) -> list[float]:
-        inputs = to_device(pad_batch([e.payload for e in batch], self._pad_id), self._device)
+        rows = [e.payload for e in batch]
+        pad = self._pad_id
+        if self._choose_pad:
+            pad = pad_id_for(rows, self._pad_id)
+            self.model.config.pad_token_id = pad
+        inputs = to_device(pad_batch(rows, pad), self._device)
         logits = self.model(**inputs).logits.float()
         probs = torch.softmax(logits, dim=-1)[:, self.preset.label_index]
         return [float(p) for p in probs.cpu()]

@@ -1,12 +1,15 @@
-"""The embedded default classifier: the packaged all-MiniLM-L6-v2, mean-pooled, cosine against a threshold.
+"""The embedded default classifier: the packaged all-MiniLM-L6-v2 with a small learned head on top.
 
-Each text is embedded once and the pair score is computed from the two embeddings, so a group of n rollouts
-costs n encoder passes however many pairs it asks; embeddings of recent texts are kept in a small LRU.
+Each text is embedded once (one encoder row per 256-token chunk) and the pair score is computed from the two
+per-text views, so a group of n rollouts costs n texts' worth of encoder passes however many pairs it asks;
+views of recent texts are kept in a small LRU. Without a head the score is the plain cosine of the
+mean-pooled first 256 tokens, cut at a threshold calibrated on the shared pairs.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 from collections import OrderedDict
@@ -15,11 +18,17 @@ from typing import Any
 import torch
 
 from models.backends.base import Encoded, fingerprint, weights_digest
+from models.backends.embedding_head import PairHead, TextView, is_head_dir, name_set, opening_set, word_set
 from models.backends.loading import LoadOptions, load_pretrained, load_tokenizer, to_device
 
 # Calibrated on ../shared/data/noveltybench-pairs (see README, "Embedded default classifier").
 DEFAULT_COSINE_THRESHOLD = 0.837
 MAX_TOKENS = 256  # all-MiniLM-L6-v2 was trained with 256-token inputs (sentence_bert_config.json)
+EMBED_ROWS = 64  # encoder rows per forward: bounds activation memory whatever the batcher sends
+# One side of a pair as the encoder needs it: key, token rows (one per window), token count, word sets.
+Side = tuple[str, list[list[int]], int, frozenset[str], frozenset[str], frozenset[str]]
+log = logging.getLogger(__name__)
+DEFAULT_HEAD = os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets", "minilm_head")
 
 
 def packaged_minilm_path() -> str:
@@ -39,8 +48,27 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
 
 
+def chunk_ids(
+    ids: list[int], cls_id: int, sep_id: int, max_tokens: int, max_chunks: int
+) -> tuple[list[list[int]], bool]:
+    """Split content ids into `[CLS] ... [SEP]` rows of at most `max_tokens`, evenly spaced over the text.
+
+    Chunks overlap rather than leaving a short tail, so every row carries a full window of context; past
+    `max_chunks` windows the rest of the text is dropped (and reported as truncated).
+    """
+    width = max_tokens - 2
+    n = len(ids)
+    if n <= width:
+        return [[cls_id, *ids, sep_id]], False
+    wanted = -(-n // width)
+    k = min(wanted, max_chunks)
+    span = n if wanted <= max_chunks else k * width
+    starts = [round(i * (span - width) / (k - 1)) for i in range(k)] if k > 1 else [0]
+    return [[cls_id, *ids[s : s + width], sep_id] for s in starts], wanted > max_chunks
+
+
 class EmbeddingClassifier:
-    """Cosine similarity of mean-pooled sentence embeddings, as an equivalence probability."""
+    """P(equivalent) from two sentence-embedding views: a learned head, or their cosine."""
 
     def __init__(
         self,
@@ -51,88 +79,147 @@ class EmbeddingClassifier:
         digest: str,
         max_tokens: int = MAX_TOKENS,
         cache_size: int = 4096,
+        head: PairHead | None = None,
+        max_chunks: int | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
+        self.head = head
         self.default_threshold = threshold
         self.max_tokens = max_tokens
+        # Without a head only the first window is ever read, exactly as the plain cosine always did.
+        self.max_chunks = max_chunks or (head.config.max_chunks if head is not None else 1)
         self.id = f"embedding:{model_id}"
-        self.fingerprint = fingerprint("embedding-cosine", digest, max_tokens)
+        if head is None:
+            self.fingerprint = fingerprint("embedding-cosine", digest, max_tokens)
+        else:
+            head_state = {k: float(v.double().sum()) for k, v in head.state_dict().items()}
+            self.fingerprint = fingerprint("embedding-head", digest, max_tokens, repr(head.config), head_state)
         self._device = next(model.parameters()).device
         self.device = str(self._device)
-        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._cls = int(tokenizer.cls_token_id)
+        self._sep = int(tokenizer.sep_token_id)
+        self._cache: OrderedDict[str, TextView] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
 
     @classmethod
     def load(
-        cls, path: str | None = None, opts: LoadOptions | None = None, threshold: float | None = None
+        cls,
+        path: str | None = None,
+        opts: LoadOptions | None = None,
+        threshold: float | None = None,
+        head: str | None = "default",
     ) -> EmbeddingClassifier:
+        """`head`: "default" (the packaged head, used only over the packaged MiniLM), "none", or a head folder."""
         from transformers import AutoModel
 
         opts = opts or LoadOptions()
-        path = path or packaged_minilm_path()
+        packaged = packaged_minilm_path()
+        path = path or packaged
         tokenizer = load_tokenizer(path, opts)
         model = load_pretrained(AutoModel, path, opts)
-        thr = DEFAULT_COSINE_THRESHOLD if threshold is None else threshold
-        name = "all-MiniLM-L6-v2" if path == packaged_minilm_path() else os.path.basename(os.path.normpath(path))
-        return cls(model, tokenizer, thr, name, weights_digest(path))
+        digest = weights_digest(path)
+        pair_head: PairHead | None = None
+        if head not in (None, "", "none"):
+            head_dir = DEFAULT_HEAD if head == "default" else str(head)
+            if head == "default" and os.path.normpath(path) != os.path.normpath(packaged):
+                head_dir = ""  # the packaged head was trained on the packaged encoder's embeddings only
+            elif head == "default" and not is_head_dir(DEFAULT_HEAD):
+                log.warning("packaged embedding head missing at %s; using cosine", DEFAULT_HEAD)
+                head_dir = ""
+            if head_dir:
+                if not is_head_dir(head_dir):
+                    raise ValueError(f"embedding head {head_dir!r} has no head.json and head.safetensors")
+                pair_head = PairHead.load(head_dir)
+                want = pair_head.config.base_digest
+                if want and want != digest:
+                    if head != "default":
+                        raise ValueError(
+                            f"embedding head {head_dir!r} was trained on another encoder ({want} != {digest})"
+                        )
+                    # Another release of the packaged encoder: its embeddings are not the ones the head learned.
+                    log.warning(
+                        "packaged embedding head does not match this MiniLM (%s != %s); using cosine", want, digest
+                    )
+                    pair_head = None
+        if threshold is None:
+            threshold = pair_head.config.threshold if pair_head is not None else DEFAULT_COSINE_THRESHOLD
+        name = "all-MiniLM-L6-v2" if path == packaged else os.path.basename(os.path.normpath(path))
+        return cls(model, tokenizer, threshold, name, digest, head=pair_head)
 
-    def _tokens(self, text: str) -> tuple[list[int], bool]:
-        ids = self.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"]
-        if len(ids) > self.max_tokens:
-            return [*ids[: self.max_tokens - 1], ids[-1]], True  # keep the closing [SEP]
-        return list(ids), False
+    def _chunks(self, text: str) -> tuple[list[list[int]], bool, int]:
+        # Long texts are chunked on purpose: the tokenizer's over-length warning would only be noise.
+        ids = self.tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+        rows, cut = chunk_ids(list(ids), self._cls, self._sep, self.max_tokens, self.max_chunks)
+        return rows, cut, len(ids)
 
     def truncates(self, text: str) -> bool:
-        return self._tokens(text)[1]
+        return self._chunks(text)[1]
+
+    def _side(self, text: str) -> tuple[Side, bool, int]:
+        rows, cut, n = self._chunks(text)
+        side = (text_key(text), rows, n, word_set(text), name_set(text), opening_set(text))
+        return side, cut, sum(len(r) for r in rows)
 
     def encode_pair(self, a: str, b: str) -> Encoded:
-        ia, ta = self._tokens(a)
-        ib, tb = self._tokens(b)
-        return Encoded(cost=max(len(ia), len(ib)), payload=((text_key(a), ia), (text_key(b), ib)), truncated=(ta, tb))
+        sa, ta, ca = self._side(a)
+        sb, tb, cb = self._side(b)
+        return Encoded(cost=max(ca, cb), payload=(sa, sb), truncated=(ta, tb))
 
     @torch.inference_mode()
     def embed(self, rows: list[list[int]]) -> torch.Tensor:
-        width = max(len(r) for r in rows)
-        ids = torch.zeros((len(rows), width), dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.tensor(r)
-            mask[i, : len(r)] = 1
-        inputs = to_device({"input_ids": ids, "attention_mask": mask}, self._device)
-        hidden = self.model(**inputs).last_hidden_state
-        emb = mean_pool(hidden.float(), inputs["attention_mask"])
-        return torch.nn.functional.normalize(emb, dim=-1).cpu()
+        """Unit mean-pooled embeddings of token rows, in their order, `EMBED_ROWS` rows per forward."""
+        out: list[torch.Tensor] = []
+        for start in range(0, len(rows), EMBED_ROWS):
+            part = rows[start : start + EMBED_ROWS]
+            width = max(len(r) for r in part)
+            ids = torch.zeros((len(part), width), dtype=torch.long)
+            mask = torch.zeros((len(part), width), dtype=torch.long)
+            for i, r in enumerate(part):
+                ids[i, : len(r)] = torch.tensor(r)
+                mask[i, : len(r)] = 1
+            inputs = to_device({"input_ids": ids, "attention_mask": mask}, self._device)
+            hidden = self.model(**inputs).last_hidden_state
+            emb = mean_pool(hidden.float(), inputs["attention_mask"])
+            out.append(torch.nn.functional.normalize(emb, dim=-1).cpu())
+        return torch.cat(out)
 
-    def embeddings(self, texts: list[tuple[str, list[int]]]) -> dict[str, torch.Tensor]:
-        """Embeddings by text key, computing only those not in the LRU, shortest first to limit padding."""
-        found: dict[str, torch.Tensor] = {}
-        todo: dict[str, list[int]] = {}
+    def views(self, sides: list[Side]) -> dict[str, TextView]:
+        """Views by text key, embedding only texts not in the LRU, rows shortest first to limit padding."""
+        found: dict[str, TextView] = {}
+        todo: dict[str, Side] = {}
         with self._lock:
-            for key, ids in texts:
+            for side in sides:
+                key = side[0]
                 if key in self._cache:
                     self._cache.move_to_end(key)
                     found[key] = self._cache[key]
                 else:
-                    todo[key] = ids
+                    todo[key] = side
         if todo:
-            keys = sorted(todo, key=lambda k: len(todo[k]))
-            vectors = self.embed([todo[k] for k in keys])
+            flat = [(key, j, row) for key, side in todo.items() for j, row in enumerate(side[1])]
+            flat.sort(key=lambda t: len(t[2]))
+            vectors = self.embed([row for _, _, row in flat])
+            per_text: dict[str, list[tuple[int, torch.Tensor]]] = {}
+            for (key, j, _), vec in zip(flat, vectors, strict=True):
+                per_text.setdefault(key, []).append((j, vec))
             with self._lock:
-                for k, v in zip(keys, vectors, strict=True):
-                    found[k] = v
-                    self._cache[k] = v
+                for key, parts in per_text.items():
+                    _, _, n, words, names, opening = todo[key]
+                    chunks = torch.stack([v for _, v in sorted(parts, key=lambda p: p[0])])
+                    view = TextView(chunks=chunks, n_tokens=n, words=words, names=names, opening=opening)
+                    found[key] = view
+                    self._cache[key] = view
                 while len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
         return found
 
-    def score(self, ea: torch.Tensor, eb: torch.Tensor) -> torch.Tensor:
-        return (ea * eb).sum(-1).clamp(0.0, 1.0)
+    def score_views(self, pairs: list[tuple[TextView, TextView]]) -> list[float]:
+        if self.head is not None:
+            return self.head.probabilities(pairs)
+        return [float((a.first @ b.first).clamp(0.0, 1.0)) for a, b in pairs]
 
     def run(self, batch: list[Encoded]) -> list[float]:
-        texts = [side for e in batch for side in e.payload]
-        emb = self.embeddings(texts)
-        ea = torch.stack([emb[e.payload[0][0]] for e in batch])
-        eb = torch.stack([emb[e.payload[1][0]] for e in batch])
-        return [float(s) for s in self.score(ea, eb)]
+        views = self.views([side for e in batch for side in e.payload])
+        return self.score_views([(views[e.payload[0][0]], views[e.payload[1][0]]) for e in batch])

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from models.backends.base import Encoded, fingerprint, weights_digest
-from models.backends.cross_encoder import pad_batch
+from models.backends.cross_encoder import pad_batch, pad_id_for
 from models.backends.loading import LoadOptions, load_pretrained, load_tokenizer, to_device
 
 
@@ -20,12 +20,17 @@ class RewardModelQuality:
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.id = f"reward-model:{model_id}"
-        self.fingerprint = fingerprint("reward-model", digest, max_length)
+        # The template decides what the model reads, and transformers saves it outside the hashed json files.
+        self.fingerprint = fingerprint("reward-model", digest, max_length, getattr(tokenizer, "chat_template", None))
         self._device = next(model.parameters()).device
         self.device = str(self._device)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self._pad_id = int(pad) if pad is not None else 0
-        if getattr(model.config, "pad_token_id", None) is None:
+        # The score is read at the last token that is not the config's pad id. Llama-style models name no pad
+        # id (alone, they read the true last token) and their templates end in eos, the usual stand-in pad:
+        # `run` then picks, per batch, a pad id that no row ends with.
+        self._choose_pad = getattr(model.config, "pad_token_id", None) is None
+        if self._choose_pad:
             model.config.pad_token_id = self._pad_id
 
     @classmethod
@@ -55,6 +60,11 @@ class RewardModelQuality:
 
     @torch.inference_mode()
     def run(self, batch: list[Encoded]) -> list[float]:
-        inputs = to_device(pad_batch([e.payload for e in batch], self._pad_id), self._device)
+        rows = [e.payload for e in batch]
+        pad = self._pad_id
+        if self._choose_pad:
+            pad = pad_id_for(rows, self._pad_id)
+            self.model.config.pad_token_id = pad
+        inputs = to_device(pad_batch(rows, pad), self._device)
         logits = self.model(**inputs).logits.float()
         return [float(x) for x in logits[:, 0].cpu()]

@@ -15,8 +15,12 @@ def get_engine(request: Request) -> Engine:
 
 
 def get_scorer(request: Request) -> Scorer:
-    engine = get_engine(request)
-    if getattr(request.app.state, "draining", False):
+    return ready_scorer(get_engine(request), getattr(request.app.state, "draining", False))
+
+
+def ready_scorer(engine: Engine, draining: bool) -> Scorer:
+    """The scorer, or NotReady with the reason; every transport asks here so the messages are the same."""
+    if draining:
         raise NotReady("the service is shutting down; retry on another replica", retry_after_s=1.0)
     if engine.error is not None:
         raise NotReady(f"model loading failed: {type(engine.error).__name__}: {engine.error}", retry_after_s=30.0)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from darling_client.schemas import ErrorBody
@@ -30,6 +30,16 @@ def field_path(loc: Sequence[Any]) -> str:
     return out or "body"
 
 
+def validation_error(errors: Sequence[Mapping[str, Any]]) -> RequestError:
+    """Pydantic's errors as one 422 naming every field; each transport words them through here."""
+    fields, parts = [], []
+    for err in errors:
+        path = field_path(err.get("loc", ()))
+        fields.append(path)
+        parts.append(f"{path}: {err.get('msg', 'invalid')}")
+    return RequestError("; ".join(parts), fields)
+
+
 def error_response(
     status: int, code: str, detail: str, fields: list[str], request: Request, headers: dict[str, str] | None = None
 ) -> JSONResponse:
@@ -40,13 +50,8 @@ def error_response(
 def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        fields, parts = [], []
-        for err in exc.errors():
-            path = field_path(err.get("loc", ()))
-            fields.append(path)
-            msg = str(err.get("msg", "invalid"))
-            parts.append(f"{path}: {msg}")
-        return error_response(422, "invalid_request", "; ".join(parts), fields, request)
+        err = validation_error(exc.errors())
+        return error_response(err.status, err.code, err.detail, err.fields, request)
 
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, exc: RequestError) -> JSONResponse:

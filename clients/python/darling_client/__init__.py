@@ -1,12 +1,60 @@
-"""Client SDK and wire schema for the Darling Reward Service. Never imports torch."""
+"""Client SDK, wire schema and trainer adapters for the Darling Reward Service. Never imports torch."""
 
+from darling_client.client import AsyncRewardClient, RetryPolicy, RewardClient
+from darling_client.errors import (
+    APIError,
+    Conflict,
+    ConnectionFailed,
+    DarlingError,
+    DeadlineExceeded,
+    GroupIncomplete,
+    InvalidRequest,
+    NotFound,
+    RateLimited,
+    ServerError,
+    Unauthorized,
+    Unavailable,
+)
 from darling_client.schemas import (
+    AssembledReward,
     GroupReward,
     RewardOptions,
     RewardRequest,
     RewardResponse,
+    Rollout,
     RolloutGroup,
     RolloutReward,
+    RolloutsRequest,
+    RolloutsResponse,
 )
+from darling_client.transport import HttpTransport, Transport
 
-__all__ = ["GroupReward", "RewardOptions", "RewardRequest", "RewardResponse", "RolloutGroup", "RolloutReward"]
+__all__ = [
+    "APIError",
+    "AssembledReward",
+    "AsyncRewardClient",
+    "Conflict",
+    "ConnectionFailed",
+    "DarlingError",
+    "DeadlineExceeded",
+    "GroupIncomplete",
+    "GroupReward",
+    "HttpTransport",
+    "InvalidRequest",
+    "NotFound",
+    "RateLimited",
+    "RetryPolicy",
+    "RewardClient",
+    "RewardOptions",
+    "RewardRequest",
+    "RewardResponse",
+    "Rollout",
+    "RolloutGroup",
+    "RolloutReward",
+    "RolloutsRequest",
+    "RolloutsResponse",
+    "ServerError",
+    "Transport",
+    "Unauthorized",
+    "Unavailable",
+]

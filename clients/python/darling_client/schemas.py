@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 PartitionAlgorithm = Literal["all_pairs", "greedy"]
 CombineMode = Literal["multiplicative", "additive", "quality_only"]
@@ -185,3 +185,88 @@ class ModelInfo(BaseModel):
 class HealthResponse(BaseModel):
     status: str
     models: ModelInfo | None = None
+
+
+# ---- Group assembly: rollouts that arrive one by one (POST /v1/rollouts) ---------------------------------
+
+
+class Rollout(_Strict):
+    """One rollout of a group whose other rollouts may come in other requests, from other processes."""
+
+    group_id: str = Field(
+        ...,
+        min_length=1,
+        max_length=512,
+        description="Identifies the group across requests and replicas; must be unique per group within the "
+        "server's DARLING_GROUP_TTL_S.",
+    )
+    group_size: int = Field(..., ge=1, description="n: how many rollouts the group has in all.")
+    index: int | None = Field(
+        None,
+        ge=0,
+        description="This rollout's position in its group, 0 <= index < group_size; null = the server assigns "
+        "the next free index in arrival order (for trainers that do not know it; such a rollout is not "
+        "idempotent on retry).",
+    )
+    prompt: str = Field(..., description="The prompt; the same for every rollout of the group.")
+    response: str = Field(..., description="This rollout's text.")
+    quality: float | None = Field(None, description="Caller-supplied quality; all or none of a group send it.")
+    reference: str | None = Field(None, description="Reference answer for the verifier; the same for the group.")
+
+    @field_validator("quality")
+    @classmethod
+    def _finite(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError(f"must be a finite number, got {v}")
+        return v
+
+    @field_validator("index")
+    @classmethod
+    def _index_in_group(cls, v: int | None, info: ValidationInfo) -> int | None:
+        size = info.data.get("group_size")
+        if v is not None and isinstance(size, int) and v >= size:
+            raise ValueError(f"index {v} is out of range for group_size {size}")
+        return v
+
+
+class RolloutsRequest(_Strict):
+    rollouts: list[Rollout] = Field(..., min_length=1, description="One or more rollouts, of one or more groups.")
+    options: RewardOptions = Field(
+        default_factory=RewardOptions, description="Scoring options; every request of a group must send the same."
+    )
+
+
+class AssembledReward(BaseModel):
+    """The reward of one submitted rollout, computed over its whole group."""
+
+    group_id: str
+    index: int
+    reward: float
+    quality: float
+    diversity: float
+    class_id: int
+    advantage: float
+    truncated: bool = False
+
+
+class RolloutsResponse(BaseModel):
+    rollouts: list[AssembledReward] = Field(..., description="One per submitted rollout, in request order.")
+    groups: list[GroupReward] = Field(..., description="Each group the request touched, once, in first-seen order.")
+    elapsed_ms: float
+
+
+# ---- OpenRLHF's remote reward protocol (POST /v1/openrlhf) -------------------------------------------------
+
+
+class OpenRLHFRequest(BaseModel):
+    """What OpenRLHF's remote reward client posts. Extra keys are ignored: OpenRLHF versions differ."""
+
+    query: list[str] = Field(..., min_length=1, description="prompt + response, chat template applied.")
+    prompts: list[str] | None = Field(None, description="The prompts (same order and length as query).")
+    labels: list[str | None] | None = Field(None, description="Per-sample labels: references for the verifier.")
+
+
+class OpenRLHFResponse(BaseModel):
+    rewards: list[float] = Field(..., description="The DARLING reward per query (used for the advantage).")
+    scores: list[float] = Field(..., description="Quality per query (OpenRLHF's dynamic-filtering score).")
+    extra_logs: dict[str, list[float]] = Field(default_factory=dict, description="Per-query values to log.")

@@ -1,0 +1,73 @@
+"""How a request reaches the service. The client's retry and chunking logic talks only to `Transport`, so
+another wire (gRPC) is one more class with the same `call`; everything HTTP-specific lives in HttpTransport."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Protocol
+
+import httpx
+
+from darling_client.errors import ConnectionFailed, ServerError, error_from_response
+
+Operation = Literal["rewards", "rollouts", "openrlhf", "healthz", "readyz"]
+
+# Operation -> (method, path). The one place that knows the HTTP routes.
+ROUTES: dict[Operation, tuple[str, str]] = {
+    "rewards": ("POST", "/v1/rewards"),
+    "rollouts": ("POST", "/v1/rollouts"),
+    "openrlhf": ("POST", "/v1/openrlhf"),
+    "healthz": ("GET", "/healthz"),
+    "readyz": ("GET", "/readyz"),
+}
+
+
+class Transport(Protocol):
+    async def call(self, op: Operation, body: dict[str, Any] | None, timeout: float) -> dict[str, Any]:
+        """Send one request; return the decoded success body or raise a darling_client.errors exception."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class HttpTransport:
+    """JSON over HTTP with httpx. `transport` lets tests plug in httpx.MockTransport or an ASGI app."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        connect_timeout: float = 5.0,
+        max_connections: int = 64,
+        transport: httpx.AsyncBaseTransport | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        hdrs = {"User-Agent": "darling-reward-client/0.1", **(headers or {})}
+        if api_key:
+            hdrs["Authorization"] = f"Bearer {api_key}"
+        self.connect_timeout = connect_timeout
+        self._client = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            headers=hdrs,
+            transport=transport,
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        )
+
+    async def call(self, op: Operation, body: dict[str, Any] | None, timeout: float) -> dict[str, Any]:
+        method, path = ROUTES[op]
+        t = httpx.Timeout(timeout, connect=min(self.connect_timeout, timeout))
+        try:
+            resp = await self._client.request(method, path, json=body, timeout=t)
+        except httpx.TransportError as exc:  # connect/read/write/pool errors and timeouts
+            raise ConnectionFailed(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+        if resp.status_code >= 400:
+            raise error_from_response(resp.status_code, resp.content, resp.headers)
+        try:
+            data: Any = resp.json()
+        except ValueError as exc:
+            raise ServerError(resp.status_code, "bad_response", f"not JSON: {resp.text[:200]!r}") from exc
+        if not isinstance(data, dict):
+            raise ServerError(resp.status_code, "bad_response", f"expected a JSON object, got {type(data).__name__}")
+        return data
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,1 @@
+"""Model files shipped inside the package (the embedded default head)."""

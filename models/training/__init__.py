@@ -1,0 +1,1 @@
+"""Training and evaluating equivalence classifiers: a fine-tuned pair classifier, or a head over MiniLM."""

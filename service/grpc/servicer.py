@@ -1,0 +1,150 @@
+"""The RewardService methods: parse through the wire schema, call the shared Scorer, map errors, count calls."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TypeVar
+
+import grpc
+import grpc.aio
+from darling_client import protoconv
+from darling_client.proto import reward_pb2, reward_pb2_grpc
+from darling_client.schemas import RewardRequest, RolloutsRequest
+from google.protobuf.message import Message
+from pydantic import BaseModel, ValidationError
+
+from service import metrics
+from service.api.deps import ready_scorer
+from service.api.errors import validation_error
+from service.engine import Engine
+from service.errors import RequestError
+from service.groups import Assembler
+from service.grpc.errors import GrpcError, TooManyRequests, internal, to_grpc
+from service.scoring import Scorer
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("service.access")
+SERVICE: str = reward_pb2.DESCRIPTOR.services_by_name["RewardService"].full_name
+
+Context = grpc.aio.ServicerContext[Message, object]
+B = TypeVar("B", bound=BaseModel)
+
+
+class _Call:
+    """One call's bookkeeping; a failure is recorded here and the abort happens outside the `except`."""
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.started = time.perf_counter()
+        self.error: GrpcError | None = None
+
+
+class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        draining: Callable[[], bool],
+        assembler: Callable[[], Assembler] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.draining = draining
+        self.assembler = assembler
+        self.inflight = 0
+
+    def _scorer_and_request(self, message: reward_pb2.ScoreRequest) -> tuple[Scorer, RewardRequest]:
+        scorer = ready_scorer(self.engine, self.draining())
+        return scorer, _parse(message, RewardRequest)
+
+    @contextlib.contextmanager
+    def _call(self, method: str) -> Iterator[_Call]:
+        call = _Call(method)
+        limit = self.settings.max_inflight_requests
+        if self.inflight >= limit:
+            call.error = to_grpc(
+                TooManyRequests(
+                    f"{self.inflight} requests are in progress, the limit of this replica "
+                    f"(DARLING_MAX_INFLIGHT_REQUESTS={limit}); retry shortly"
+                )
+            )
+            yield call
+            return
+        self.inflight += 1
+        try:
+            yield call
+        except RequestError as exc:
+            call.error = to_grpc(exc)
+        except Exception as exc:
+            log.exception("unhandled error in a gRPC call")
+            call.error = internal(exc)
+        finally:
+            self.inflight -= 1
+
+    async def _finish(self, call: _Call, context: Context) -> None:
+        code = call.error.code.name if call.error else "OK"
+        elapsed = time.perf_counter() - call.started
+        metrics.GRPC_REQUESTS.labels(call.method, code).inc()
+        metrics.GRPC_LATENCY.labels(call.method).observe(elapsed)
+        if self.settings.access_log:
+            # The same fields as the HTTP access log, so one query covers both transports.
+            extra = {
+                "method": "gRPC",
+                "path": f"/{SERVICE}/{call.method}",
+                "status": code,
+                "duration_ms": round(elapsed * 1000.0, 2),
+                "client": context.peer(),
+                "outcome": "ok" if call.error is None else "error",
+            }
+            access_log.info("gRPC %s %s", call.method, code, extra=extra)
+        if call.error is not None:
+            await context.abort(call.error.code, call.error.detail, call.error.trailers)
+
+    async def Score(self, request: reward_pb2.ScoreRequest, context: Context) -> reward_pb2.ScoreResponse:
+        reply = reward_pb2.ScoreResponse()
+        with self._call("Score") as call:
+            if call.error is None:
+                scorer, req = self._scorer_and_request(request)
+                reply = protoconv.response_to_proto(await scorer.score(req))
+        await self._finish(call, context)
+        return reply
+
+    async def ScoreStream(
+        self, request: reward_pb2.ScoreRequest, context: Context
+    ) -> AsyncIterator[reward_pb2.GroupResult]:
+        with self._call("ScoreStream") as call:
+            if call.error is None:
+                scorer, req = self._scorer_and_request(request)
+                async for index, group in scorer.score_each(req):
+                    yield reward_pb2.GroupResult(
+                        index=index,
+                        group=protoconv.group_to_proto(group),
+                        elapsed_ms=(time.perf_counter() - call.started) * 1000.0,
+                    )
+        await self._finish(call, context)
+
+    async def SubmitRollouts(
+        self, request: reward_pb2.RolloutsRequest, context: Context
+    ) -> reward_pb2.RolloutsResponse:
+        reply = reward_pb2.RolloutsResponse()
+        with self._call("SubmitRollouts") as call:
+            if call.error is None:
+                ready_scorer(self.engine, self.draining())
+                if self.assembler is None:
+                    raise RequestError("group assembly is not served by this server", [])
+                req = _parse(request, RolloutsRequest)
+                resp = await self.assembler().submit(req)
+                reply = protoconv.to_proto(resp.model_dump(), reward_pb2.RolloutsResponse())
+        await self._finish(call, context)
+        return reply
+
+
+def _parse(message: Message, model: type[B]) -> B:
+    try:
+        return protoconv.parse(message, model)
+    except ValidationError as exc:
+        raise validation_error(exc.errors()) from None
