@@ -56,38 +56,34 @@ class Planner(Protocol):
     def skipped(self) -> int: ...
 
 
-class AllPairsPlanner:
-    """Connected components of the "equivalent" graph over all pairs i < j (SPEC section 3).
-
-    Exact work-skipping: a pair whose two rollouts are already in one component cannot change the
-    components, so it is never asked. Rounds go by distance d = j - i: round d asks every still-open
-    pair (i, i + d). A fully collapsed group is then settled by the n - 1 pairs of round 1.
-    """
+class _RoundPlanner:
+    """What both planners share: a pending round, its bookkeeping, and answering it."""
 
     def __init__(self, n: int) -> None:
         if n < 1:
             raise ValueError("a group needs at least one rollout")
         self.n = n
-        self._uf = UnionFind(n)
-        self._distance = 1
         self._asked = 0
         self._pending: list[Pair] = []
-        self._advance()
+
+    def _open_round(self, pairs: list[Pair]) -> None:
+        self._pending = pairs
+        self._asked += len(pairs)
 
     def _advance(self) -> None:
-        # Move straight to the next round that has an open pair, so `done` is true as soon as nothing is
-        # left to ask (a caller looping `while not done` never gets an empty round).
-        while self._distance < self.n:
-            d = self._distance
-            self._distance += 1
-            pairs = [(i, i + d) for i in range(self.n - d) if self._uf.find(i) != self._uf.find(i + d)]
-            if pairs:
-                self._pending = pairs
-                self._asked += len(pairs)
-                return
+        """Open the next round that has a pair to ask, if any."""
+        raise NotImplementedError
+
+    def _join(self, a: int, b: int) -> None:
+        """Record that the pair (a, b) of the pending round was judged equivalent."""
+        raise NotImplementedError
+
+    def _labels(self) -> list[int]:
+        raise NotImplementedError
 
     @property
     def done(self) -> bool:
+        # `_advance` always moves on to a round with work, so an empty round means nothing is left.
         return not self._pending
 
     def next_pairs(self) -> list[Pair]:
@@ -99,76 +95,80 @@ class AllPairsPlanner:
             raise KeyError(f"no judgement for pairs {missing}")
         for a, b in self._pending:
             if judgements[(a, b)]:
-                self._uf.union(a, b)
+                self._join(a, b)
         self._pending = []
         self._advance()
 
     def classes(self) -> list[int]:
         if not self.done:
             raise RuntimeError("partition not finished")
-        return number_by_first_appearance([self._uf.find(i) for i in range(self.n)])
+        return number_by_first_appearance(self._labels())
 
     @property
     def skipped(self) -> int:
         return self.n * (self.n - 1) // 2 - self._asked
 
 
-class GreedyPlanner:
+class AllPairsPlanner(_RoundPlanner):
+    """Connected components of the "equivalent" graph over all pairs i < j (SPEC section 3).
+
+    Exact work-skipping: a pair whose two rollouts are already in one component cannot change the
+    components, so it is never asked. Rounds go by distance d = j - i: round d asks every still-open
+    pair (i, i + d). A fully collapsed group is then settled by the n - 1 pairs of round 1.
+    """
+
+    def __init__(self, n: int) -> None:
+        super().__init__(n)
+        self._uf = UnionFind(n)
+        self._distance = 1
+        self._advance()
+
+    def _advance(self) -> None:
+        while self._distance < self.n:
+            d = self._distance
+            self._distance += 1
+            pairs = [(i, i + d) for i in range(self.n - d) if self._uf.find(i) != self._uf.find(i + d)]
+            if pairs:
+                self._open_round(pairs)
+                return
+
+    def _join(self, a: int, b: int) -> None:
+        self._uf.union(a, b)
+
+    def _labels(self) -> list[int]:
+        return [self._uf.find(i) for i in range(self.n)]
+
+
+class GreedyPlanner(_RoundPlanner):
     """NoveltyBench's greedy partition: each unassigned rollout opens a class, later ones join it.
 
     Round k compares representative k with every still-unassigned later rollout.
     """
 
     def __init__(self, n: int) -> None:
-        if n < 1:
-            raise ValueError("a group needs at least one rollout")
-        self.n = n
+        super().__init__(n)
         self._label: list[int | None] = [None] * n
         self._next_rep = 0
-        self._asked = 0
-        self._pending: list[Pair] = []
         self._advance()
 
     def _advance(self) -> None:
         # Open classes for representatives that have nobody left to compare with, until a round has work.
         while self._next_rep < self.n:
             rep = self._next_rep
+            self._next_rep += 1
             if self._label[rep] is not None:
-                self._next_rep += 1
                 continue
             self._label[rep] = rep
             later = [j for j in range(rep + 1, self.n) if self._label[j] is None]
-            self._next_rep += 1
             if later:
-                self._pending = [(rep, j) for j in later]
-                self._asked += len(self._pending)
+                self._open_round([(rep, j) for j in later])
                 return
 
-    @property
-    def done(self) -> bool:
-        return not self._pending and self._next_rep >= self.n
+    def _join(self, a: int, b: int) -> None:
+        self._label[b] = a
 
-    def next_pairs(self) -> list[Pair]:
-        return list(self._pending)
-
-    def feed(self, judgements: Mapping[Pair, bool]) -> None:
-        missing = [p for p in self._pending if p not in judgements]
-        if missing:
-            raise KeyError(f"no judgement for pairs {missing}")
-        for rep, j in self._pending:
-            if judgements[(rep, j)]:
-                self._label[j] = rep
-        self._pending = []
-        self._advance()
-
-    def classes(self) -> list[int]:
-        if not self.done:
-            raise RuntimeError("partition not finished")
-        return number_by_first_appearance([label if label is not None else -1 for label in self._label])
-
-    @property
-    def skipped(self) -> int:
-        return self.n * (self.n - 1) // 2 - self._asked
+    def _labels(self) -> list[int]:
+        return [label if label is not None else -1 for label in self._label]
 
 
 def make_planner(algorithm: str, n: int) -> Planner:

@@ -124,24 +124,13 @@ class TieredCache:
         return RequestCache(self)
 
     async def get_many(self, keys: list[str]) -> Lookup:
-        unique = list(dict.fromkeys(keys))
-        values = self.memory.get_many(unique)
-        result = Lookup(values=values, memory=TierCounts(len(values), len(unique) - len(values)))
-        missing = [k for k in unique if k not in values]
-        if missing and self.remote is not None:
-            remote = await self.remote.get_many(missing)
-            result.redis = TierCounts(len(remote), len(missing) - len(remote))
-            if remote:
-                self.memory.put_many(remote)
-                values.update(remote)
-        return result
+        """A one-off lookup: a request view that lives for this call only."""
+        return await self.request().get_many(keys)
 
     async def put_many(self, items: dict[str, float]) -> None:
-        if not items:
-            return
-        self.memory.put_many(items)
-        if self.remote is not None:
-            await self.remote.put_many(items)
+        view = self.request()
+        await view.put_many(items)
+        await view.flush()
 
     async def close(self) -> None:
         if self.remote is not None:

@@ -161,6 +161,33 @@ def pad_id_for(rows: list[dict[str, list[int]]], preferred: int) -> int:
     return next(i for i in range(len(last) + 1) if i not in last)
 
 
+class PaddedForward:
+    """One padded forward of a sequence-classification model, for pair classifiers and reward models alike.
+
+    Decoder heads (Qwen3, Llama) pool the last token that is not the config's pad id. A model that names no
+    pad id reads the true last token when run alone; to keep that in a padded batch, each batch gets a pad id
+    that no row ends with. That writes the model config, which is safe because one worker thread runs a model.
+    """
+
+    def __init__(self, model: Any, pad_id: int) -> None:
+        self.model = model
+        self.pad_id = pad_id
+        self.device = next(model.parameters()).device
+        self.choose_pad = getattr(model.config, "pad_token_id", None) is None
+        if self.choose_pad:
+            model.config.pad_token_id = pad_id
+
+    @torch.inference_mode()
+    def logits(self, rows: list[dict[str, list[int]]]) -> torch.Tensor:
+        pad = self.pad_id
+        if self.choose_pad:
+            pad = pad_id_for(rows, self.pad_id)
+            self.model.config.pad_token_id = pad
+        inputs = to_device(pad_batch(rows, pad), self.device)
+        logits: torch.Tensor = self.model(**inputs).logits
+        return logits.float()
+
+
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "spm.model", "tokenizer.model", "vocab.txt")
 
 
@@ -203,20 +230,13 @@ class CrossEncoderClassifier:
         self.default_threshold = preset.threshold
         self.id = f"cross-encoder:{preset.name}:{model_id}"
         self.fingerprint = fingerprint("cross-encoder", digest, asdict(preset))
-        self._device = next(model.parameters()).device
-        self.device = str(self._device)
         pad = tokenizer.pad_token_id
-        self._pad_id = int(pad) if pad is not None else 0
+        self._forward = PaddedForward(model, int(pad) if pad is not None else 0)
+        self.device = str(self._forward.device)
         # A fast tokenizer's truncation setting is state shared by every caller: the `pair` layout encodes with
         # truncation and without it in turn, so two threads encoding at once can get an untruncated row
         # (longer than the model's positions). Encoding runs on a thread pool; one tokenizer user at a time.
         self._tokenizer_lock = threading.Lock()
-        # Decoder classifiers (Qwen3) pool the last token that is not the config's pad id. A model that names
-        # no pad id reads the true last token when run alone; to keep that in a padded batch, `run` picks a
-        # pad id per batch that no row ends with.
-        self._choose_pad = getattr(model.config, "pad_token_id", None) is None
-        if self._choose_pad:
-            model.config.pad_token_id = self._pad_id
 
     @classmethod
     def load(
@@ -256,7 +276,7 @@ class CrossEncoderClassifier:
 
         from torch.ao.quantization import quantize_dynamic
 
-        if self._device.type != "cpu":
+        if self._forward.device.type != "cpu":
             raise ValueError(f"int8 dynamic quantization runs on CPU; this classifier is on {self.device}")
         model = quantize_dynamic(copy.deepcopy(self.model), {torch.nn.Linear}, dtype=torch.qint8)  # type: ignore[no-untyped-call]
         q = CrossEncoderClassifier(model, self.tokenizer, self.preset, "", "")
@@ -265,15 +285,8 @@ class CrossEncoderClassifier:
         q._tokenizer_lock = self._tokenizer_lock  # the tokenizer is shared, so is its lock
         return q
 
-    @torch.inference_mode()
     def run(self, batch: list[Encoded]) -> list[float]:
-        rows = [e.payload for e in batch]
-        pad = self._pad_id
-        if self._choose_pad:
-            pad = pad_id_for(rows, self._pad_id)
-            self.model.config.pad_token_id = pad
-        inputs = to_device(pad_batch(rows, pad), self._device)
-        logits = self.model(**inputs).logits.float()
+        logits = self._forward.logits([e.payload for e in batch])
         probs = torch.softmax(logits, dim=-1)[:, self.preset.label_index]
         return [float(p) for p in probs.cpu()]
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import torch
-
 from models.backends.base import Encoded, fingerprint, weights_digest
-from models.backends.cross_encoder import pad_batch, pad_id_for
-from models.backends.loading import LoadOptions, load_pretrained, load_tokenizer, to_device
+from models.backends.cross_encoder import PaddedForward
+from models.backends.loading import LoadOptions, load_pretrained, load_tokenizer
 
 
 class RewardModelQuality:
@@ -22,16 +20,10 @@ class RewardModelQuality:
         self.id = f"reward-model:{model_id}"
         # The template decides what the model reads, and transformers saves it outside the hashed json files.
         self.fingerprint = fingerprint("reward-model", digest, max_length, getattr(tokenizer, "chat_template", None))
-        self._device = next(model.parameters()).device
-        self.device = str(self._device)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self._pad_id = int(pad) if pad is not None else 0
-        # The score is read at the last token that is not the config's pad id. Llama-style models name no pad
-        # id (alone, they read the true last token) and their templates end in eos, the usual stand-in pad:
-        # `run` then picks, per batch, a pad id that no row ends with.
-        self._choose_pad = getattr(model.config, "pad_token_id", None) is None
-        if self._choose_pad:
-            model.config.pad_token_id = self._pad_id
+        # Llama-style templates end in eos, the usual stand-in pad: PaddedForward keeps the score on it.
+        self._forward = PaddedForward(model, int(pad) if pad is not None else 0)
+        self.device = str(self._forward.device)
 
     @classmethod
     def load(cls, path: str, opts: LoadOptions | None = None, max_length: int = 4096) -> RewardModelQuality:
@@ -58,13 +50,6 @@ class RewardModelQuality:
         ids = ids[-self.max_length :]
         return Encoded(cost=len(ids), payload={"input_ids": ids}, truncated=(truncated,))
 
-    @torch.inference_mode()
     def run(self, batch: list[Encoded]) -> list[float]:
-        rows = [e.payload for e in batch]
-        pad = self._pad_id
-        if self._choose_pad:
-            pad = pad_id_for(rows, self._pad_id)
-            self.model.config.pad_token_id = pad
-        inputs = to_device(pad_batch(rows, pad), self._device)
-        logits = self.model(**inputs).logits.float()
+        logits = self._forward.logits([e.payload for e in batch])
         return [float(x) for x in logits[:, 0].cpu()]
