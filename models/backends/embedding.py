@@ -89,7 +89,8 @@ class EmbeddingClassifier:
         self.max_tokens = max_tokens
         # Without a head only the first window is ever read, exactly as the plain cosine always did.
         self.max_chunks = max_chunks or (head.config.max_chunks if head is not None else 1)
-        self.id = f"embedding:{model_id}"
+        # The id says whether the head judges: a cosine and a head verdict must never be mistaken for each other.
+        self.id = f"embedding:{model_id}" if head is None else f"embedding:{model_id}+head"
         if head is None:
             self.fingerprint = fingerprint("embedding-cosine", digest, max_tokens)
         else:

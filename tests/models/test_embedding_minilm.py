@@ -41,7 +41,7 @@ def score(clf: EmbeddingClassifier, a: str, b: str) -> float:
 
 def test_is_the_packaged_model(minilm: EmbeddingClassifier) -> None:
     assert isinstance(minilm, PairClassifier)
-    assert minilm.id == "embedding:all-MiniLM-L6-v2"
+    assert minilm.id == "embedding:all-MiniLM-L6-v2+head"
     assert 0.0 < minilm.default_threshold < 1.0
 
 
@@ -60,6 +60,7 @@ def test_different_ideas_score_below_the_default_threshold(minilm: EmbeddingClas
 def test_identical_text_is_equivalent(minilm: EmbeddingClassifier) -> None:
     assert score(minilm, PARAPHRASES[0][0], PARAPHRASES[0][0]) > 0.9
     plain = EmbeddingClassifier.load(opts=LoadOptions(device="cpu", dtype="float32"), head="none")
+    assert plain.id == "embedding:all-MiniLM-L6-v2"
     assert score(plain, PARAPHRASES[0][0], PARAPHRASES[0][0]) == pytest.approx(1.0, abs=1e-5)
 
 

@@ -27,7 +27,7 @@ def test_health_and_ready(default_server: str) -> None:
     assert httpx.get(default_server + "/healthz").json()["status"] == "alive"
     ready = httpx.get(default_server + "/readyz").json()
     assert ready["status"] == "ready"
-    assert ready["models"]["classifier"] == "embedding:all-MiniLM-L6-v2"
+    assert ready["models"]["classifier"] == "embedding:all-MiniLM-L6-v2+head"
 
 
 def test_group_of_paraphrases_and_distinct_ideas(default_server: str) -> None:

@@ -94,7 +94,7 @@ def test_eval_of_embedded_default_runs_the_service_classifier(capsys: pytest.Cap
     argv = ["classifier", "eval", "--pairs", str(PAIRS), "--limit", "6", "--json", "--device", "cpu"]
     assert main(argv) == 0
     m = json.loads(capsys.readouterr().out)
-    assert m.keys() >= EVAL_KEYS and m["n"] == 6 and m["classifier"] == "embedding:all-MiniLM-L6-v2"
+    assert m.keys() >= EVAL_KEYS and m["n"] == 6 and m["classifier"] == "embedding:all-MiniLM-L6-v2+head"
     assert m["rules"] is True
 
 
