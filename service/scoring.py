@@ -63,6 +63,12 @@ class _Partition:
     truncated: list[bool]
 
 
+def deadline_exceeded(opts: RewardOptions) -> DeadlineExceeded:
+    return DeadlineExceeded(
+        f"the request was not finished within options.deadline_ms={opts.deadline_ms}", ["options.deadline_ms"]
+    )
+
+
 class Scorer:
     def __init__(
         self,
@@ -158,10 +164,7 @@ class Scorer:
             else:
                 groups = await work()
         except TimeoutError:
-            raise DeadlineExceeded(
-                f"the request was not finished within options.deadline_ms={req.options.deadline_ms}",
-                ["options.deadline_ms"],
-            ) from None
+            raise deadline_exceeded(req.options) from None
         except Overloaded as exc:
             raise ServiceOverloaded(str(exc), exc.retry_after_s) from None
         finally:
@@ -204,10 +207,7 @@ class Scorer:
                 timeout = None if deadline is None else max(0.0, deadline - loop.time())
                 done, pending = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 if not done:
-                    raise DeadlineExceeded(
-                        f"the request was not finished within options.deadline_ms={req.options.deadline_ms}",
-                        ["options.deadline_ms"],
-                    )
+                    raise deadline_exceeded(req.options)
                 for task in sorted(done, key=index.__getitem__):
                     try:
                         group = task.result()
