@@ -49,6 +49,15 @@ async def test_async_client_matches_a_direct_post_also_when_chunked(default_serv
     assert [r.quality for r in chunked.groups[2].rollouts] == [1.0, 1.0, 0.0]
 
 
+async def test_score_stream_over_http_yields_every_group_once_by_its_index(default_server: str) -> None:
+    want = direct(default_server, batch())
+    async with AsyncRewardClient(default_server, max_rollouts_per_request=5, max_in_flight=2) as c:
+        seen = [(i, g) async for i, g in c.score_stream(batch())]
+    assert sorted(i for i, _ in seen) == [0, 1, 2, 3]
+    for i, g in seen:
+        assert g.group_id == want.groups[i].group_id and g.rewards == want.groups[i].rewards
+
+
 def test_sync_client_matches_and_surfaces_server_errors_with_fields(default_server: str) -> None:
     want = direct(default_server, batch())
     with RewardClient(default_server) as c:

@@ -278,6 +278,11 @@ async def test_stream_gives_one_result_per_group(both: tuple[str, str]) -> None:
     for i, g in enumerate(whole.groups):
         assert by_index[i].group_id == f"s{i}"
         assert by_index[i].model_dump() == g.model_dump()
+    # The SDK's score_stream has the same API on both transports and gives the same groups.
+    for url in (both[0], f"grpc://{target}"):
+        async with AsyncRewardClient(url, api_key=KEY) as client:
+            via_sdk = dict([(i, g) async for i, g in client.score_stream(groups, {"cache": False})])
+        assert [via_sdk[i].rewards for i in range(5)] == [g.rewards for g in whole.groups]
 
 
 async def test_health_serving_and_reflection(both: tuple[str, str], channel: grpc.aio.Channel) -> None:

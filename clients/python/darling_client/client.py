@@ -12,7 +12,7 @@ import asyncio
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -198,6 +198,39 @@ class AsyncRewardClient:
         )
         out: list[GroupReward] = [g for p in parts for g in p.groups]
         return RewardResponse(groups=out, elapsed_ms=(time.perf_counter() - started) * 1000.0)
+
+    async def score_stream(
+        self, groups: Sequence[GroupLike], options: OptionsLike = None
+    ) -> AsyncIterator[tuple[int, GroupReward]]:
+        """(index in `groups`, its result) as results arrive, on either transport: one group at a time over gRPC
+        (server streaming), one chunk at a time over HTTP. A stream is not retried: what was seen stays seen."""
+        gs = [_group(g) for g in groups]
+        if not gs:
+            raise ValueError("score_stream() needs at least one group")
+        opts = _options(options)
+        stream = getattr(self.transport, "score_stream", None)
+        if stream is not None:
+            async for item in stream(gs, opts, timeout=self.timeout):
+                yield item
+            return
+        chunks = chunk_groups(gs, self.max_rollouts_per_request)
+        offsets = [sum(len(c) for c in chunks[:k]) for k in range(len(chunks))]
+        gate = asyncio.Semaphore(self.max_in_flight)
+
+        async def one(k: int) -> tuple[int, RewardResponse]:
+            async with gate:
+                return k, await self.score_request(RewardRequest(groups=chunks[k], options=opts))
+
+        tasks = [asyncio.ensure_future(one(k)) for k in range(len(chunks))]
+        try:
+            for next_done in asyncio.as_completed(tasks):
+                k, resp = await next_done
+                for j, group in enumerate(resp.groups):
+                    yield offsets[k] + j, group
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def rewards(self, groups: Sequence[GroupLike], options: OptionsLike = None) -> list[list[float]]:
         """Just the reward lists, one per group."""
