@@ -36,8 +36,8 @@ ASSEMBLY_PATHS = frozenset({"/v1/rollouts", "/v1/openrlhf"})
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 
 
-def request_id(headers: Headers) -> str:
-    given = headers.get("x-request-id")
+def request_id(given: str | None) -> str:
+    """The caller's X-Request-ID (HTTP header or gRPC metadata) if it is safe to log, else a fresh one."""
     if given is not None and _SAFE_ID.match(given):
         return given
     return uuid.uuid4().hex
@@ -153,7 +153,7 @@ class OperationsMiddleware:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        rid = request_id(headers)
+        rid = request_id(headers.get("x-request-id"))
         scope.setdefault("state", {})["request_id"] = rid
         token = request_id_var.set(rid)
         path: str = scope["path"]

@@ -23,6 +23,8 @@ from service.engine import Engine
 from service.errors import RequestError
 from service.groups import Assembler
 from service.grpc.errors import GrpcError, TooManyRequests, internal, to_grpc
+from service.logging import request_id_var
+from service.middleware import request_id
 from service.scoring import Scorer
 from service.settings import Settings
 
@@ -31,14 +33,16 @@ access_log = logging.getLogger("service.access")
 SERVICE: str = reward_pb2.DESCRIPTOR.services_by_name["RewardService"].full_name
 
 Context = grpc.aio.ServicerContext[Message, object]
+REQUEST_ID_KEY = "x-request-id"
 B = TypeVar("B", bound=BaseModel)
 
 
 class _Call:
     """One call's bookkeeping; a failure is recorded here and the abort happens outside the `except`."""
 
-    def __init__(self, method: str) -> None:
+    def __init__(self, method: str, request_id: str) -> None:
         self.method = method
+        self.request_id = request_id
         self.started = time.perf_counter()
         self.error: GrpcError | None = None
 
@@ -62,8 +66,17 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
         return scorer, _parse(message, RewardRequest)
 
     @contextlib.contextmanager
-    def _call(self, method: str) -> Iterator[_Call]:
-        call = _Call(method)
+    def _call(self, method: str, context: Context) -> Iterator[_Call]:
+        given = dict(context.invocation_metadata() or ()).get(REQUEST_ID_KEY)
+        call = _Call(method, request_id(given if isinstance(given, str) else None))
+        # Log lines written while the call runs carry its id, as on HTTP.
+        token = request_id_var.set(call.request_id)
+        try:
+            yield from self._admit(call)
+        finally:
+            request_id_var.reset(token)
+
+    def _admit(self, call: _Call) -> Iterator[_Call]:
         limit = self.settings.max_inflight_requests
         if self.inflight >= limit:
             call.error = to_grpc(
@@ -99,14 +112,17 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
                 "duration_ms": round(elapsed * 1000.0, 2),
                 "client": context.peer(),
                 "outcome": "ok" if call.error is None else "error",
+                "request_id": call.request_id,
             }
             access_log.info("gRPC %s %s", call.method, code, extra=extra)
         if call.error is not None:
-            await context.abort(call.error.code, call.error.detail, call.error.trailers)
+            trailers = (*call.error.trailers, (REQUEST_ID_KEY, call.request_id))
+            await context.abort(call.error.code, call.error.detail, trailers)
+        context.set_trailing_metadata(((REQUEST_ID_KEY, call.request_id),))
 
     async def Score(self, request: reward_pb2.ScoreRequest, context: Context) -> reward_pb2.ScoreResponse:
         reply = reward_pb2.ScoreResponse()
-        with self._call("Score") as call:
+        with self._call("Score", context) as call:
             if call.error is None:
                 scorer, req = self._scorer_and_request(request)
                 reply = protoconv.response_to_proto(await scorer.score(req))
@@ -116,7 +132,7 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
     async def ScoreStream(
         self, request: reward_pb2.ScoreRequest, context: Context
     ) -> AsyncIterator[reward_pb2.GroupResult]:
-        with self._call("ScoreStream") as call:
+        with self._call("ScoreStream", context) as call:
             if call.error is None:
                 scorer, req = self._scorer_and_request(request)
                 async for index, group in scorer.score_each(req):
@@ -131,7 +147,7 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
         self, request: reward_pb2.RolloutsRequest, context: Context
     ) -> reward_pb2.RolloutsResponse:
         reply = reward_pb2.RolloutsResponse()
-        with self._call("SubmitRollouts") as call:
+        with self._call("SubmitRollouts", context) as call:
             if call.error is None:
                 ready_scorer(self.engine, self.draining())
                 if self.assembler is None:

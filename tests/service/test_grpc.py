@@ -238,6 +238,23 @@ async def test_bad_input_same_error_on_both(
         assert err.details() == expected["detail"]
 
 
+async def test_request_id_is_echoed_in_trailing_metadata(channel: grpc.aio.Channel) -> None:
+    """As X-Request-ID on HTTP: the caller's id comes back (on success and on error), else a fresh one."""
+    stub = reward_pb2_grpc.RewardServiceStub(channel)
+    good = {"groups": [{"prompt": "p", "responses": ["a b c d e f g", "h i j k l m n"], "quality": [1, 1]}]}
+    call = stub.Score(to_proto(good, reward_pb2.ScoreRequest()), metadata=(*AUTH, ("x-request-id", "trace-7")))
+    await call
+    assert ("x-request-id", "trace-7") in tuple(await call.trailing_metadata())
+    bad = {"groups": [{"prompt": "p", "responses": ["a"]}]}  # no quality source
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.Score(to_proto(bad, reward_pb2.ScoreRequest()), metadata=(*AUTH, ("x-request-id", "trace-8")))
+    assert _trailers(info.value)["x-request-id"] == ["trace-8"]
+    unsafe = stub.Score(to_proto(good, reward_pb2.ScoreRequest()), metadata=(*AUTH, ("x-request-id", "has space!")))
+    await unsafe
+    fresh = dict(tuple(await unsafe.trailing_metadata()))["x-request-id"]
+    assert fresh != "has space!" and len(fresh) == 32
+
+
 async def test_client_raises_the_same_exception_on_both(both: tuple[str, str]) -> None:
     base, target = both
     raised: list[APIError] = []
