@@ -5,18 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractContextManager, asynccontextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from service.app import create_app
+from service.bench import serve_in_thread
 from service.settings import Settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -46,30 +44,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@contextmanager
-def serve(app: FastAPI, ready_path: str = "/readyz", timeout: float = 120.0) -> Iterator[str]:
-    """Run `app` under uvicorn on a loopback port in a thread; yield its base URL once ready."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(base + ready_path, timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline or not thread.is_alive():
-            server.should_exit = True
-            raise RuntimeError(f"server on {base} did not become ready")
-        time.sleep(0.1)
-    try:
-        yield base
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+def serve(app: FastAPI, ready_path: str = "/readyz", timeout: float = 120.0) -> AbstractContextManager[str]:
+    """Run `app` under uvicorn on a loopback port in a thread; yield its base URL once ready.
+
+    The same runner the benchmark uses, so tests exercise the code that measures the service.
+    """
+    return serve_in_thread(app, ready_path, timeout)
 
 
 @asynccontextmanager
