@@ -448,18 +448,7 @@ class Assembler:
         out = []
         for r, index in zip(req.rollouts, indices, strict=True):
             rr = by_gid[r.group_id].rollouts[index]
-            out.append(
-                AssembledReward(
-                    group_id=r.group_id,
-                    index=index,
-                    reward=rr.reward,
-                    quality=rr.quality,
-                    diversity=rr.diversity,
-                    class_id=rr.class_id,
-                    advantage=rr.advantage,
-                    truncated=rr.truncated,
-                )
-            )
+            out.append(AssembledReward(group_id=r.group_id, **rr.model_dump()))
         return RolloutsResponse(
             rollouts=out, groups=[by_gid[g] for g in gids], elapsed_ms=(time.perf_counter() - started) * 1000.0
         )

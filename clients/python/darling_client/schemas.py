@@ -236,17 +236,10 @@ class RolloutsRequest(_Strict):
     )
 
 
-class AssembledReward(BaseModel):
+class AssembledReward(RolloutReward):
     """The reward of one submitted rollout, computed over its whole group."""
 
     group_id: str
-    index: int
-    reward: float
-    quality: float
-    diversity: float
-    class_id: int
-    advantage: float
-    truncated: bool = False
 
 
 class RolloutsResponse(BaseModel):
