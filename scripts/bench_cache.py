@@ -34,11 +34,12 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from models.data import noveltybench_pairs  # noqa: E402
 from service.app import create_app  # noqa: E402
 from service.redis_tier import RedisTier  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data" / "noveltybench-pairs" / "train.jsonl"
+DATA = noveltybench_pairs()
 
 
 def free_port() -> int:

@@ -28,7 +28,7 @@ if [ "${1:-}" = "--prepare" ]; then
     for f in tokenizer.json tokenizer_config.json vocab.txt special_tokens_map.json; do
         [ -f "$TOK/$f" ] && cp "$TOK/$f" "$ASSETS/tokenizer/"
     done
-    cp "$ROOT/../shared/data/noveltybench-pairs/train.jsonl" "$ASSETS/train.jsonl"
+    cp "$ROOT/models/data/noveltybench_pairs/train.jsonl" "$ASSETS/train.jsonl"
     # What the service imports and the GPU image (KINDS.md) does not hold; pins match this checkout's .venv.
     WHEELS=$("$PY" -m pip freeze 2>/dev/null | grep -iE '^(fastapi|starlette|uvicorn|pydantic|pydantic[-_]core|pydantic[-_]settings|python-dotenv|annotated-types|typing-inspection|redis)==' || true)
     # shellcheck disable=SC2086

@@ -20,10 +20,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from models.data import noveltybench_pairs
 from models.partition import AllPairsPlanner, Pair, number_by_first_appearance
 from models.rules import decide_by_rules
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "noveltybench-pairs" / "train.jsonl"
+DEFAULT_DATA = noveltybench_pairs()
 MIN_WORDS = 20  # well above the short-text rule
 
 

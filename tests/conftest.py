@@ -13,6 +13,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from models.data import noveltybench_pairs
 from service.app import create_app
 from service.bench import serve_in_thread
 from service.settings import Settings
@@ -21,8 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Two cores are shared by everything on this machine: one torch thread per test process keeps runs steady.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-PAIRS = SHARED / "data" / "noveltybench-pairs" / "train.jsonl"
+PAIRS = noveltybench_pairs()
 
 
 @pytest.fixture(scope="session")
