@@ -1,4 +1,4 @@
-"""The cheap equivalence rules of SPEC section 2, checked before any classifier."""
+"""The cheap equivalence rules of docs/spec.md section 2, checked before any classifier."""
 
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from models.data import noveltybench_pairs  # noqa: E402
 from service.app import create_app  # noqa: E402
-from service.redis_tier import RedisTier  # noqa: E402
+from service.cache.redis_tier import RedisTier  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
 DATA = noveltybench_pairs()

@@ -2,7 +2,7 @@
 """Regenerate the Python gRPC stubs from protos/darling/v1/reward.proto into the client package.
 
 The stubs are checked in so that `pip install darling-reward-client[grpc]` needs no compiler;
-tests/service/test_grpc_stubs.py runs this into a temporary folder and fails when the checked-in copy differs.
+tests/service/grpc/test_grpc_stubs.py runs this into a temporary folder and fails when the checked-in copy differs.
 Needs grpcio-tools and mypy-protobuf (the dev extra pins both, because the output carries their versions);
 mypy-protobuf writes the typed .pyi stubs that let mypy --strict check the code using them.
 """

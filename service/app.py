@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from service import metrics
-from service.api import errors, rollouts
+from service.api import errors, openrlhf, rollouts
 from service.api.routes import router
-from service.engine import Engine
-from service.middleware import OperationsMiddleware
+from service.engine.engine import Engine
+from service.ops import metrics
+from service.ops.middleware import OperationsMiddleware
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(router)
     app.include_router(metrics.router)
     app.include_router(rollouts.router)
+    app.include_router(openrlhf.router)
     app.add_middleware(OperationsMiddleware, settings=settings, state=app.state)
     return app
 

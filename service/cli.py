@@ -15,7 +15,7 @@ from service.settings import Settings
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from service.shutdown import serve
+    from service.server import serve
 
     given = {"host": args.host, "port": args.port, "grpc_port": args.grpc_port}
     overrides = {k: v for k, v in given.items() if v is not None}
@@ -36,7 +36,7 @@ def _read_groups(path: str) -> Iterator[tuple[int, RolloutGroup]]:
 async def _score_file(settings: Settings, src: str, dst: str, options: RewardOptions, chunk: int) -> int:
     from tqdm import tqdm
 
-    from service.engine import Engine
+    from service.engine.engine import Engine
 
     groups = [g for _, g in _read_groups(src)]  # validate the whole file before loading any model
     engine = Engine(settings)
@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--chunk", type=int, default=64, help="Groups per scoring call.")
     sc.set_defaults(func=_score)
 
-    for module in ("service.bench", "service.classifier_cli"):
+    for module in ("service.tools.bench.run", "service.tools.classifier"):
         try:
             mod = __import__(module, fromlist=["register"])
         except ModuleNotFoundError as exc:

@@ -7,7 +7,6 @@ import os
 import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractContextManager, asynccontextmanager
-from pathlib import Path
 
 import httpx
 import pytest
@@ -15,8 +14,8 @@ from fastapi import FastAPI
 
 from models.data import noveltybench_pairs
 from service.app import create_app
-from service.bench import serve_in_thread
 from service.settings import Settings
+from service.tools.loopback import serve_in_thread
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Two cores are shared by everything on this machine: one torch thread per test process keeps runs steady.

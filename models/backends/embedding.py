@@ -21,7 +21,7 @@ from models.backends.base import Encoded, fingerprint, weights_digest
 from models.backends.embedding_head import PairHead, TextView, is_head_dir, name_set, opening_set, word_set
 from models.backends.loading import LoadOptions, load_pretrained, load_tokenizer, to_device
 
-# Calibrated on ../shared/data/noveltybench-pairs (see README, "Embedded default classifier").
+# Calibrated on the packaged pairs, models/data/noveltybench_pairs (docs/classifiers.md).
 DEFAULT_COSINE_THRESHOLD = 0.837
 MAX_TOKENS = 256  # all-MiniLM-L6-v2 was trained with 256-token inputs (sentence_bert_config.json)
 EMBED_ROWS = 64  # encoder rows per forward: bounds activation memory whatever the batcher sends

@@ -1,4 +1,4 @@
-"""Fine-tuning a sequence-classification pair classifier with the published recipe (SPEC section 2).
+"""Fine-tuning a sequence-classification pair classifier with the published recipe (docs/spec.md section 2).
 
 Both pair orders, class-weighted cross-entropy, linear warm-up then cosine decay from `lr` to `min_lr`,
 an effective batch built by gradient accumulation. The folder it writes is what the `cross-encoder` backend

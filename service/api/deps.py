@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from service.engine import Engine
+from service.engine.engine import Engine
+from service.engine.scoring import Scorer
 from service.errors import NotReady
-from service.scoring import Scorer
 
 
 def get_engine(request: Request) -> Engine:

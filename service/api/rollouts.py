@@ -1,4 +1,4 @@
-"""Routes that assemble groups from rollouts sent one by one: POST /v1/rollouts and OpenRLHF's protocol."""
+"""POST /v1/rollouts: groups assembled from rollouts sent one by one (other processes, other replicas)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,15 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from darling_client.schemas import ErrorBody, OpenRLHFRequest, OpenRLHFResponse, RolloutsRequest, RolloutsResponse
+from darling_client.schemas import ErrorBody, RolloutsRequest, RolloutsResponse
 from fastapi import APIRouter, Depends, FastAPI, Request
 from starlette.datastructures import State
 
 from service.api.deps import get_scorer
+from service.assembly import make_store
+from service.assembly.assembler import Assembler
+from service.engine.scoring import Scorer
 from service.errors import NotReady
-from service.groups import Assembler, make_store
-from service.scoring import Scorer
 
 
 @contextlib.asynccontextmanager
@@ -27,7 +28,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 router = APIRouter(lifespan=_lifespan)
 
-_errors: dict[int | str, dict[str, object]] = {
+ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorBody, "description": desc}
     for code, desc in [
         (401, "Missing or wrong API key"),
@@ -62,7 +63,7 @@ def app_assembler(state: State) -> Assembler:
     return assembler
 
 
-@router.post("/v1/rollouts", response_model=RolloutsResponse, responses=_errors, tags=["rewards"])
+@router.post("/v1/rollouts", response_model=RolloutsResponse, responses=ERRORS, tags=["rewards"])
 async def rollouts(req: RolloutsRequest, assembler: Annotated[Assembler, Depends(get_assembler)]) -> RolloutsResponse:
     """Submit rollouts of groups whose other rollouts come in other requests (other processes, other replicas).
 
@@ -70,14 +71,3 @@ async def rollouts(req: RolloutsRequest, assembler: Annotated[Assembler, Depends
     reward of each submitted rollout computed over its whole group. Resubmitting an identical rollout is safe.
     """
     return await assembler.submit(req)
-
-
-@router.post("/v1/openrlhf", response_model=OpenRLHFResponse, responses=_errors, tags=["adapters"])
-async def openrlhf(req: OpenRLHFRequest, assembler: Annotated[Assembler, Depends(get_assembler)]) -> OpenRLHFResponse:
-    """OpenRLHF's remote reward protocol (`--remote_rm_url`, `--reward.remote_url`).
-
-    Rollouts are grouped by prompt into groups of DARLING_OPENRLHF_GROUP_SIZE (n_samples_per_prompt), whether
-    they come as whole batches or one per request; `labels`, when non-empty, are references for the verifier.
-    `rewards` are DARLING rewards, `scores` the quality, `extra_logs` per-rollout quality, diversity, classes.
-    """
-    return await assembler.openrlhf(req)

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from service.api.deps import get_engine, get_scorer
-from service.engine import Engine
-from service.scoring import Scorer
+from service.engine.engine import Engine
+from service.engine.scoring import Scorer
 
 router = APIRouter()
 

@@ -12,9 +12,9 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from service import metrics
 from service.grpc.errors import GrpcError, unauthenticated
-from service.security import ApiKeys
+from service.ops import metrics
+from service.ops.security import ApiKeys
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 DENIED = "missing or wrong API key: send `Authorization: Bearer <key>`"

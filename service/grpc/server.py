@@ -18,11 +18,11 @@ from darling_client.proto import reward_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from service.engine import Engine
-from service.groups import Assembler
+from service.assembly.assembler import Assembler
+from service.engine.engine import Engine
 from service.grpc.auth import BearerAuth
 from service.grpc.servicer import SERVICE, RewardServicer
-from service.security import ApiKeys
+from service.ops.security import ApiKeys
 from service.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -16,16 +16,16 @@ from darling_client.schemas import RewardRequest, RolloutsRequest
 from google.protobuf.message import Message
 from pydantic import BaseModel, ValidationError
 
-from service import metrics
 from service.api.deps import ready_scorer
 from service.api.errors import validation_error
-from service.engine import Engine
+from service.assembly.assembler import Assembler
+from service.engine.engine import Engine
+from service.engine.scoring import Scorer
 from service.errors import RequestError
-from service.groups import Assembler
 from service.grpc.errors import GrpcError, TooManyRequests, internal, to_grpc
-from service.logging import request_id_var
-from service.middleware import request_id
-from service.scoring import Scorer
+from service.ops import metrics
+from service.ops.logging import request_id_var
+from service.ops.middleware import request_id
 from service.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -295,8 +295,8 @@ async def test_across_replicas_conflicts_and_timeouts(replicas: tuple[Replica, R
 
 
 async def test_memory_store_bounds_open_groups_and_expires_them() -> None:
+    from service.assembly.memory_store import MemoryGroupStore
     from service.errors import ServiceOverloaded
-    from service.groups import MemoryGroupStore
 
     store = MemoryGroupStore(ttl_s=0.2, max_open=2)
     assert (await store.add("g1", "m", 0, "a")).count == 1
@@ -313,7 +313,7 @@ async def test_memory_store_bounds_open_groups_and_expires_them() -> None:
 async def test_redis_store_add_is_atomic_idempotent_and_expires(redis_url: str) -> None:
     import redis
 
-    from service.groups import RedisGroupStore
+    from service.assembly.redis_store import RedisGroupStore
 
     ns = f"test-store-{uid()}"
     store = RedisGroupStore(redis_url, ns, ttl_s=60, timeout_s=2.0)

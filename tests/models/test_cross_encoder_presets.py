@@ -1,4 +1,4 @@
-"""The three published classifier presets (SPEC section 2), pinned to exact token ids on tiny models.
+"""The three published classifier presets (docs/spec.md section 2), pinned to exact token ids on tiny models.
 
 Expected ids are built from vocab lookups of the pieces the layout must produce, never by calling the
 preset code: a byte-level BPE writes " word" as "Ġword", a SentencePiece vocab as "▁word".

@@ -11,7 +11,7 @@ import pytest
 from models.backends.embedding import DEFAULT_COSINE_THRESHOLD, DEFAULT_HEAD, EmbeddingClassifier, text_key
 from models.training.data import Pair, balanced_subsample, read_idea_pairs, read_pairs, split_heldout
 from models.training.metrics import evaluate
-from service.engine import load_backends
+from service.engine.engine import load_backends
 from service.settings import Settings
 from tests.conftest import PAIRS
 

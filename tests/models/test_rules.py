@@ -1,4 +1,4 @@
-"""SPEC section 2, rules 1 and 2: identical after strip, then the short-text word-overlap rule."""
+"""docs/spec.md section 2, rules 1 and 2: identical after strip, then the short-text word-overlap rule."""
 
 from __future__ import annotations
 

@@ -116,7 +116,7 @@ class RolloutReward(BaseModel):
 
 
 class RuleCounts(BaseModel):
-    """How many pairs each rule of SPEC section 2 decided."""
+    """How many pairs each rule of docs/spec.md section 2 decided."""
 
     identical: int = 0
     short_text: int = 0

@@ -1,0 +1,344 @@
+"""Group assembly: rollouts that arrive one by one, from several processes and replicas, become whole groups.
+
+A call to `Assembler.submit` stores its rollouts under their group id, then waits until each of its groups
+holds `group_size` distinct indices (or the deadline passes: 408 naming the missing indices). The call that
+completes a group takes a claim on it, scores it once through the Scorer and publishes the result; every
+waiting call then picks the rewards of its own rollouts out of that one result.
+
+Where the groups live is a `GroupStore`: in process (MemoryGroupStore) or in Redis (RedisGroupStore) so that
+a group's rollouts may land on different replicas. In Redis each group is one hash (a `meta` field plus one
+field per index) with a TTL; one Lua script adds a rollout atomically and answers how many indices the group
+holds; results are plain keys that other replicas poll.
+
+Resubmitting a rollout that the group already holds, unchanged, is not an error: that is what a client retry
+after a timeout looks like, and it gets the group's (possibly already computed) result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+
+from darling_client.schemas import (
+    AssembledReward,
+    GroupReward,
+    RewardOptions,
+    RewardRequest,
+    Rollout,
+    RolloutGroup,
+    RolloutsRequest,
+    RolloutsResponse,
+)
+
+from service.assembly.store import GroupMeta, GroupStore
+from service.engine.scoring import Scorer
+from service.errors import Conflict, DeadlineExceeded, NotReady, RequestError, ServiceOverloaded, TooLarge
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class GroupIncomplete(RequestError):
+    status = 408
+    code = "group_incomplete"
+
+
+class _StoredError(RequestError):
+    """A permanent scoring error of a group, replayed to every caller of that group (also on other replicas)."""
+
+    def __init__(self, status: int, code: str, detail: str, fields: list[str]) -> None:
+        super().__init__(detail, fields)
+        self.status = status
+        self.code = code
+
+
+# Failures that say nothing about the group itself: never stored, so a retry scores the group again.
+_TRANSIENT = (NotReady, ServiceOverloaded, DeadlineExceeded)
+
+
+def _payload(r: Rollout) -> str:
+    return json.dumps({"response": r.response, "quality": r.quality}, separators=(",", ":"))
+
+
+def _meta(r: Rollout, options: RewardOptions) -> GroupMeta:
+    return GroupMeta(
+        group_size=r.group_size,
+        prompt=r.prompt,
+        reference=r.reference,
+        client_quality=r.quality is not None,
+        options=options.model_dump_json(),
+    )
+
+
+def _missing(size: int, held: dict[int, str]) -> list[int]:
+    return [i for i in range(size) if i not in held]
+
+
+def _fmt(indices: list[int], limit: int = 32) -> str:
+    shown = ", ".join(map(str, indices[:limit]))
+    return f"[{shown}{', ...' if len(indices) > limit else ''}]"
+
+
+class Assembler:
+    """Collects rollouts into groups (see the module docstring) and answers each caller with its rewards."""
+
+    def __init__(self, settings: Settings, store: GroupStore, scorer: Callable[[], Scorer]) -> None:
+        self.settings = settings
+        self.store = store
+        self._scorer = scorer
+        # Per group: the result future local callers await, and how many of them do.
+        self._futures: dict[str, asyncio.Future[str]] = {}
+        self._waiters: dict[str, int] = {}
+        self._watchers: dict[str, asyncio.Task[None]] = {}
+        self.scored_groups = 0  # groups this replica scored (for tests and metrics)
+
+    async def close(self) -> None:
+        for t in list(self._watchers.values()):
+            t.cancel()
+        for t in list(self._watchers.values()):
+            with contextlib.suppress(BaseException):
+                await t
+        await self.store.close()
+
+    # ---- validation ----------------------------------------------------------------------------------------
+
+    def _check(self, req: RolloutsRequest) -> None:
+        s = self.settings
+        if len(req.rollouts) > s.max_rollouts_per_request:
+            raise TooLarge(
+                f"{len(req.rollouts)} rollouts in one request; the limit is {s.max_rollouts_per_request} "
+                "(DARLING_MAX_ROLLOUTS_PER_REQUEST): split the batch",
+                ["rollouts"],
+            )
+        scorer = self._scorer()
+        for i, r in enumerate(req.rollouts):
+            if r.group_size > s.max_rollouts_per_group:
+                raise TooLarge(
+                    f"rollouts[{i}].group_size is {r.group_size}; the limit is {s.max_rollouts_per_group} "
+                    "(DARLING_MAX_ROLLOUTS_PER_GROUP)",
+                    [f"rollouts[{i}].group_size"],
+                )
+            for name, text in (("prompt", r.prompt), ("response", r.response), ("reference", r.reference or "")):
+                if len(text) > s.max_chars_per_rollout:
+                    raise TooLarge(
+                        f"rollouts[{i}].{name} has {len(text)} characters; the limit is {s.max_chars_per_rollout} "
+                        "(DARLING_MAX_CHARS_PER_ROLLOUT)",
+                        [f"rollouts[{i}].{name}"],
+                    )
+            if r.quality is None:
+                if r.reference is not None and scorer.verifier is None:
+                    raise RequestError(
+                        f"rollouts[{i}].reference was sent but no verifier is configured (DARLING_VERIFIER=true); "
+                        "send `quality` instead",
+                        [f"rollouts[{i}].reference"],
+                    )
+                if r.reference is None and scorer.reward_model is None:
+                    raise RequestError(
+                        f"rollouts[{i}] has no quality source: send `quality`, send a `reference` for the verifier, "
+                        "or start the service with a reward model (DARLING_QUALITY_MODEL_PATH)",
+                        [f"rollouts[{i}].quality"],
+                    )
+
+    # ---- the main call -------------------------------------------------------------------------------------
+
+    async def submit(self, req: RolloutsRequest) -> RolloutsResponse:
+        started = time.perf_counter()
+        deadline = time.monotonic() + self.settings.group_timeout_s
+        self._check(req)
+        req = await self._assign_indices(req)
+        first_pos: dict[str, int] = {}
+        sizes: dict[str, int] = {}
+        counts: dict[str, int] = {}
+        indices = [r.index for r in req.rollouts if r.index is not None]
+        assert len(indices) == len(req.rollouts)  # _assign_indices filled every gap
+        for i, r in enumerate(req.rollouts):
+            meta = _meta(r, req.options)
+            added = await self.store.add(r.group_id, meta.dumps(), indices[i], _payload(r))
+            if added.status == "conflict":
+                assert added.meta is not None
+                fields = GroupMeta.loads(added.meta).differences(meta) or ["group_id"]
+                raise Conflict(
+                    f"rollouts[{i}] conflicts with group {r.group_id!r} as first submitted: its "
+                    f"{', '.join(fields)} differ{'s' if len(fields) == 1 else ''} (a group shares one prompt, "
+                    "group_size, reference, options, and either all or none of its rollouts send quality)",
+                    [f"rollouts[{i}].{f}" for f in fields],
+                )
+            if added.status == "duplicate":
+                raise Conflict(
+                    f"rollouts[{i}]: group {r.group_id!r} already holds a different rollout at index {r.index}",
+                    [f"rollouts[{i}].index"],
+                )
+            first_pos.setdefault(r.group_id, i)
+            sizes[r.group_id] = r.group_size
+            counts[r.group_id] = max(counts.get(r.group_id, 0), added.count)
+        gids = list(first_pos)
+        for gid in gids:
+            if counts[gid] >= sizes[gid]:
+                await self._complete(gid)
+        results = list(await asyncio.gather(*(self._wait(gid, deadline) for gid in gids)))
+        for k, gid in enumerate(gids):
+            if results[k] is None:
+                # Complete but still being scored at the deadline: scoring gets its own grace period.
+                meta_raw, held = await self.store.held(gid)
+                if meta_raw is not None and not _missing(sizes[gid], held):
+                    results[k] = await self._wait(gid, time.monotonic() + self.settings.group_timeout_s)
+        late = [gid for gid, res in zip(gids, results, strict=True) if res is None]
+        if late:
+            parts, fields = [], []
+            for gid in late:
+                _, held = await self.store.held(gid)
+                missing = _missing(sizes[gid], held)
+                if not missing:  # completed at the last moment: let the caller retry, it will get the result
+                    missing_txt = "none missing, but scoring did not finish in time"
+                else:
+                    missing_txt = f"missing indices {_fmt(missing)}"
+                parts.append(f"group {gid!r} holds {len(held)} of {sizes[gid]} rollouts ({missing_txt})")
+                fields.append(f"rollouts[{first_pos[gid]}].group_id")
+            raise GroupIncomplete(
+                f"after {self.settings.group_timeout_s:g} s (DARLING_GROUP_TIMEOUT_S): " + "; ".join(parts), fields
+            )
+        by_gid: dict[str, GroupReward] = {}
+        for gid, raw in zip(gids, results, strict=True):
+            assert raw is not None
+            by_gid[gid] = self._decode(raw)
+        out = []
+        for r, index in zip(req.rollouts, indices, strict=True):
+            rr = by_gid[r.group_id].rollouts[index]
+            out.append(AssembledReward(group_id=r.group_id, **rr.model_dump()))
+        return RolloutsResponse(
+            rollouts=out, groups=[by_gid[g] for g in gids], elapsed_ms=(time.perf_counter() - started) * 1000.0
+        )
+
+    async def _assign_indices(self, req: RolloutsRequest) -> RolloutsRequest:
+        """Rollouts without an index get the next free slots of their group, in arrival order (atomic across
+        replicas through the store's counter)."""
+        unindexed: dict[str, list[int]] = {}
+        for i, r in enumerate(req.rollouts):
+            if r.index is None:
+                unindexed.setdefault(r.group_id, []).append(i)
+        if not unindexed:
+            return req
+        rollouts = list(req.rollouts)
+        for gid, members in unindexed.items():
+            end = await self.store.reserve("auto:" + gid, len(members))
+            for slot, i in zip(range(end - len(members), end), members, strict=True):
+                size = rollouts[i].group_size
+                if slot >= size:
+                    raise Conflict(
+                        f"rollouts[{i}]: group {gid!r} already received its {size} rollouts (group_size); "
+                        "a rollout without an index takes the next free one",
+                        [f"rollouts[{i}].index"],
+                    )
+                rollouts[i] = rollouts[i].model_copy(update={"index": slot})
+        return RolloutsRequest(rollouts=rollouts, options=req.options)
+
+    @staticmethod
+    def _decode(raw: str) -> GroupReward:
+        data = json.loads(raw)
+        if "error" in data:
+            e = data["error"]
+            raise _StoredError(int(e["status"]), str(e["code"]), str(e["detail"]), list(e.get("fields", [])))
+        return GroupReward.model_validate(data["ok"])
+
+    # ---- completing a group --------------------------------------------------------------------------------
+
+    def _future(self, gid: str) -> asyncio.Future[str]:
+        fut = self._futures.get(gid)
+        if fut is None:
+            fut = asyncio.get_running_loop().create_future()
+            self._futures[gid] = fut
+        return fut
+
+    async def _complete(self, gid: str) -> None:
+        """Score the group if nobody has, or is doing so. Transient failures release the claim so that a retry
+        (or another waiter) scores again; they reach this replica's waiters at once."""
+        if await self.store.get_result(gid) is not None:
+            return
+        # A complete group never changes (only identical resubmissions are accepted), so reading it before
+        # the claim is safe, and an incomplete one is never claimed.
+        meta_raw, held = await self.store.held(gid)
+        if meta_raw is None:
+            return
+        meta = GroupMeta.loads(meta_raw)
+        if _missing(meta.group_size, held):
+            return
+        if not await self.store.claim(gid, max(30.0, self.settings.group_timeout_s)):
+            return
+        try:
+            items = [json.loads(held[i]) for i in range(meta.group_size)]
+            group = RolloutGroup(
+                group_id=gid,
+                prompt=meta.prompt,
+                responses=[it["response"] for it in items],
+                quality=[float(it["quality"]) for it in items] if meta.client_quality else None,
+                reference=meta.reference,
+            )
+            options = RewardOptions.model_validate_json(meta.options)
+            try:
+                resp = await self._scorer().score(RewardRequest(groups=[group], options=options))
+                raw = json.dumps({"ok": resp.groups[0].model_dump(mode="json")})
+            except _TRANSIENT as exc:
+                fut = self._future(gid)
+                if not fut.done():
+                    fut.set_exception(exc)
+                await self.store.release(gid)
+                return
+            except RequestError as exc:
+                detail = f"group {gid!r} could not be scored: {exc.detail}"
+                raw = json.dumps(
+                    {"error": {"status": exc.status, "code": exc.code, "detail": detail, "fields": ["rollouts"]}}
+                )
+            await self.store.put_result(gid, raw)
+            self.scored_groups += 1
+            fut = self._future(gid)
+            if not fut.done():
+                fut.set_result(raw)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.store.release(gid)
+            raise
+
+    async def _watch(self, gid: str, fut: asyncio.Future[str]) -> None:
+        """Poll the store for a result computed elsewhere; take over scoring if the claimer vanished."""
+        delay = 0.005
+        checked_claim = time.monotonic()
+        while not fut.done():
+            raw = await self.store.get_result(gid)
+            if raw is not None:
+                if not fut.done():
+                    fut.set_result(raw)
+                return
+            if time.monotonic() - checked_claim > 1.0:
+                checked_claim = time.monotonic()
+                await self._complete(gid)  # a no-op unless complete, unscored and unclaimed
+                continue
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    async def _wait(self, gid: str, deadline: float) -> str | None:
+        fut = self._future(gid)
+        self._waiters[gid] = self._waiters.get(gid, 0) + 1
+        watcher = self._watchers.get(gid)
+        if watcher is None or watcher.done():
+            self._watchers[gid] = asyncio.create_task(self._watch(gid, fut))
+        try:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 and not fut.done():
+                return None
+            try:
+                return await asyncio.wait_for(asyncio.shield(fut), max(remaining, 0.0))
+            except TimeoutError:
+                return None
+        finally:
+            self._waiters[gid] -= 1
+            if self._waiters[gid] == 0:
+                del self._waiters[gid]
+                task = self._watchers.pop(gid, None)
+                if task is not None and not task.done():
+                    task.cancel()
+                if self._futures.get(gid) is fut:
+                    del self._futures[gid]

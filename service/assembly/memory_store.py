@@ -1,0 +1,89 @@
+"""Groups held in one replica's memory."""
+
+from __future__ import annotations
+
+import time
+
+from service.assembly.store import AddResult
+from service.errors import ServiceOverloaded
+
+
+class MemoryGroupStore:
+    """One replica's groups, in a dict, with lazy expiry. All calls run on the event loop: no locks needed."""
+
+    def __init__(self, ttl_s: float, max_open: int) -> None:
+        self.ttl_s = ttl_s
+        self.max_open = max_open
+        self._groups: dict[str, tuple[str, dict[int, str]]] = {}
+        self._expires: dict[str, float] = {}
+        self._results: dict[str, tuple[str, float]] = {}
+        self._claims: dict[str, float] = {}
+        self._counters: dict[str, tuple[int, float]] = {}
+        self._next_sweep = 0.0
+
+    def _sweep(self, now: float) -> None:
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + min(self.ttl_s, 30.0)
+        for gid in [g for g, t in self._expires.items() if t <= now]:
+            self._groups.pop(gid, None)
+            self._expires.pop(gid, None)
+        for gid in [g for g, (_, t) in self._results.items() if t <= now]:
+            self._results.pop(gid, None)
+        for key in [k for k, (_, t) in self._counters.items() if t <= now]:
+            self._counters.pop(key, None)
+        for gid in [g for g, t in self._claims.items() if t <= now]:
+            self._claims.pop(gid, None)
+
+    async def add(self, gid: str, meta: str, index: int, payload: str) -> AddResult:
+        now = time.monotonic()
+        self._sweep(now)
+        group = self._groups.get(gid)
+        if group is None or self._expires.get(gid, 0.0) <= now:
+            if len(self._groups) >= self.max_open:
+                raise ServiceOverloaded(
+                    f"this replica holds {len(self._groups)} partial groups, the limit (DARLING_GROUP_MAX_OPEN); "
+                    "configure DARLING_REDIS_URL or retry shortly",
+                    retry_after_s=5.0,
+                )
+            group = (meta, {})
+            self._groups[gid] = group
+        if group[0] != meta:
+            return AddResult("conflict", len(group[1]), group[0])
+        held = group[1].get(index)
+        if held is not None and held != payload:
+            return AddResult("duplicate", len(group[1]))
+        group[1][index] = payload
+        self._expires[gid] = now + self.ttl_s
+        return AddResult("ok", len(group[1]))
+
+    async def held(self, gid: str) -> tuple[str | None, dict[int, str]]:
+        group = self._groups.get(gid)
+        return (group[0], dict(group[1])) if group is not None else (None, {})
+
+    async def claim(self, gid: str, lease_s: float) -> bool:
+        now = time.monotonic()
+        if self._claims.get(gid, 0.0) > now:
+            return False
+        self._claims[gid] = now + lease_s
+        return True
+
+    async def release(self, gid: str) -> None:
+        self._claims.pop(gid, None)
+
+    async def put_result(self, gid: str, result: str) -> None:
+        self._results[gid] = (result, time.monotonic() + self.ttl_s)
+
+    async def get_result(self, gid: str) -> str | None:
+        found = self._results.get(gid)
+        return found[0] if found is not None and found[1] > time.monotonic() else None
+
+    async def reserve(self, key: str, k: int) -> int:
+        now = time.monotonic()
+        value, expires = self._counters.get(key, (0, 0.0))
+        value = (value if expires > now else 0) + k
+        self._counters[key] = (value, now + self.ttl_s)
+        return value
+
+    async def close(self) -> None:
+        return None

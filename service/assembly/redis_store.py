@@ -1,0 +1,97 @@
+"""Groups held in Redis, shared by every replica that points at the same Redis and namespace."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+from service.assembly.store import AddResult
+from service.errors import NotReady
+
+_ADD_LUA = """
+local meta = redis.call('HGET', KEYS[1], 'meta')
+if meta and meta ~= ARGV[1] then
+  return {'conflict', redis.call('HLEN', KEYS[1]) - 1, meta}
+end
+if not meta then redis.call('HSET', KEYS[1], 'meta', ARGV[1]) end
+local held = redis.call('HGET', KEYS[1], ARGV[2])
+if held and held ~= ARGV[3] then
+  return {'duplicate', redis.call('HLEN', KEYS[1]) - 1, ''}
+end
+if not held then redis.call('HSET', KEYS[1], ARGV[2], ARGV[3]) end
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return {'ok', redis.call('HLEN', KEYS[1]) - 1, ''}
+"""
+
+
+class RedisGroupStore:
+    """Groups shared by every replica that points at the same Redis and namespace."""
+
+    def __init__(self, url: str, namespace: str, ttl_s: int, timeout_s: float) -> None:
+        import redis.asyncio as aioredis
+
+        self._redis: Any = aioredis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, decode_responses=True
+        )
+        self.ns = namespace
+        self.ttl_s = ttl_s
+        self._add = self._redis.register_script(_ADD_LUA)
+
+    def _k(self, kind: str, name: str) -> str:
+        return f"{self.ns}:{kind}:{name}"
+
+    async def _do(self, what: str, fn: Callable[[], Any]) -> Any:
+        import redis
+
+        try:
+            return await fn()
+        except redis.RedisError as exc:
+            raise NotReady(
+                f"the group store (Redis) failed during {what}: {type(exc).__name__}: {exc}", retry_after_s=2.0
+            ) from exc
+
+    async def add(self, gid: str, meta: str, index: int, payload: str) -> AddResult:
+        key = self._k("group", gid)
+        status, count, old = await self._do(
+            "add", lambda: self._add(keys=[key], args=[meta, f"i:{index}", payload, self.ttl_s])
+        )
+        return AddResult(status, int(count), old or None)
+
+    async def held(self, gid: str) -> tuple[str | None, dict[int, str]]:
+        raw: dict[str, str] = await self._do("read", lambda: self._redis.hgetall(self._k("group", gid)))
+        meta = raw.pop("meta", None)
+        return meta, {int(k[2:]): v for k, v in raw.items() if k.startswith("i:")}
+
+    async def claim(self, gid: str, lease_s: float) -> bool:
+        ok = await self._do(
+            "claim", lambda: self._redis.set(self._k("claim", gid), "1", nx=True, px=max(1, int(lease_s * 1000)))
+        )
+        return bool(ok)
+
+    async def release(self, gid: str) -> None:
+        await self._do("release", lambda: self._redis.delete(self._k("claim", gid)))
+
+    async def put_result(self, gid: str, result: str) -> None:
+        await self._do("publish", lambda: self._redis.set(self._k("result", gid), result, ex=self.ttl_s))
+
+    async def get_result(self, gid: str) -> str | None:
+        value: str | None = await self._do("poll", lambda: self._redis.get(self._k("result", gid)))
+        return value
+
+    async def reserve(self, key: str, k: int) -> int:
+        name = self._k("seq", key)
+
+        async def run() -> int:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.incrby(name, k)
+                pipe.expire(name, self.ttl_s)
+                value, _ = await pipe.execute()
+            return int(value)
+
+        result: int = await self._do("reserve", run)
+        return result
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._redis.aclose()

@@ -1,0 +1,61 @@
+"""The group store's contract: what a group's rollouts agree on, and the atomic operations a store offers."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Literal, Protocol
+
+
+@dataclass(frozen=True)
+class GroupMeta:
+    """What every rollout of a group must agree on."""
+
+    group_size: int
+    prompt: str
+    reference: str | None
+    client_quality: bool
+    options: str  # canonical JSON of the RewardOptions
+
+    def dumps(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def loads(cls, raw: str) -> GroupMeta:
+        return cls(**json.loads(raw))
+
+    def differences(self, other: GroupMeta) -> list[str]:
+        names = {"client_quality": "quality"}
+        return [names.get(k, k) for k, v in asdict(self).items() if asdict(other)[k] != v]
+
+
+@dataclass
+class AddResult:
+    status: Literal["ok", "conflict", "duplicate"]
+    count: int = 0
+    meta: str | None = None  # the group's meta when it conflicts
+
+
+class GroupStore(Protocol):
+    async def add(self, gid: str, meta: str, index: int, payload: str) -> AddResult:
+        """Atomically: set the meta if new (else compare), store the payload at index if free (else compare);
+        answer the number of distinct indices held."""
+        ...
+
+    async def held(self, gid: str) -> tuple[str | None, dict[int, str]]:
+        """The meta and the payload per index."""
+        ...
+
+    async def claim(self, gid: str, lease_s: float) -> bool: ...
+
+    async def release(self, gid: str) -> None: ...
+
+    async def put_result(self, gid: str, result: str) -> None: ...
+
+    async def get_result(self, gid: str) -> str | None: ...
+
+    async def reserve(self, key: str, k: int) -> int:
+        """Add k to a counter; answer its new value (slots end-k .. end-1 are the caller's)."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,1 @@
+"""Operations: metrics, logging, the HTTP middleware (ids, auth, limits, access log) and API keys."""

@@ -1,0 +1,1 @@
+"""Offline tools beside the service: the throughput benchmark and the classifier train/eval commands."""
