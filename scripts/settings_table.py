@@ -1,6 +1,6 @@
-"""The README's settings table, generated from the one Settings class so the two cannot drift apart.
+"""The settings table of docs/configuration.md, generated from the one Settings class so the two cannot drift apart.
 
-`python scripts/settings_table.py --write` rewrites the block between the settings-table markers in README.md.
+`python scripts/settings_table.py --write` rewrites the block between the settings-table markers there.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pydantic_core import PydanticUndefined
 
 from service.settings import Settings
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+DOC = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 START, END = "<!-- settings-table -->", "<!-- /settings-table -->"
 
 
@@ -25,15 +25,15 @@ def table() -> str:
     return "\n".join(rows)
 
 
-def readme_block(text: str) -> str:
+def doc_block(text: str) -> str:
     return text.split(START, 1)[1].split(END, 1)[0].strip()
 
 
 def write() -> None:
-    text = README.read_text()
+    text = DOC.read_text()
     head, rest = text.split(START, 1)
     tail = rest.split(END, 1)[1]
-    README.write_text(f"{head}{START}\n{table()}\n{END}{tail}")
+    DOC.write_text(f"{head}{START}\n{table()}\n{END}{tail}")
 
 
 if __name__ == "__main__":

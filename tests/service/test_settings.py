@@ -1,10 +1,10 @@
-"""The one settings class: environment prefix, and the README table generated from it."""
+"""The one settings class: environment prefix, and the settings table of docs/configuration.md generated from it."""
 
 from __future__ import annotations
 
 import pytest
 
-from scripts.settings_table import README, readme_block, table
+from scripts.settings_table import DOC, doc_block, table
 from service.settings import Settings
 
 
@@ -16,5 +16,5 @@ def test_env_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.keys == ["a", "b", "c"]
 
 
-def test_readme_lists_every_setting() -> None:
-    assert readme_block(README.read_text()) == table(), "run: .venv/bin/python scripts/settings_table.py --write"
+def test_configuration_doc_lists_every_setting() -> None:
+    assert doc_block(DOC.read_text()) == table(), "run: .venv/bin/python scripts/settings_table.py --write"
