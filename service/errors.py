@@ -21,22 +21,22 @@ class TooLarge(RequestError):
     code = "request_too_large"
 
 
-class NotReady(RequestError):
-    status = 503
-    code = "not_ready"
+class Retryable(RequestError):
+    """A failure that says nothing about the request itself: the same call may succeed after `retry_after_s`."""
 
     def __init__(self, detail: str, retry_after_s: float = 2.0) -> None:
         super().__init__(detail)
         self.retry_after_s = retry_after_s
 
 
-class ServiceOverloaded(RequestError):
+class NotReady(Retryable):
+    status = 503
+    code = "not_ready"
+
+
+class ServiceOverloaded(Retryable):
     status = 503
     code = "overloaded"
-
-    def __init__(self, detail: str, retry_after_s: float) -> None:
-        super().__init__(detail)
-        self.retry_after_s = retry_after_s
 
 
 class DeadlineExceeded(RequestError):
