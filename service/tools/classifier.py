@@ -16,6 +16,7 @@ import sys
 from dataclasses import replace
 from typing import Any
 
+from models.data import noveltybench_pairs
 from models.training.data import Pair, balanced_subsample, read_idea_pairs, read_pairs, split_heldout
 
 
@@ -235,7 +236,11 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--pairs", required=True, help="JSONL of labelled pairs: generation_0, generation_1, similar, id.")
+    p.add_argument(
+        "--pairs",
+        default=str(noveltybench_pairs()),
+        help="JSONL of labelled pairs: generation_0, generation_1, similar, id (default: the packaged 1,000 pairs).",
+    )
     p.add_argument(
         "--split",
         choices=("all", "train", "heldout"),
