@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from service.api import errors, openrlhf, rollouts
+from service.api import errors, openrlhf, rollouts, runs
 from service.api.routes import router
 from service.engine.engine import Engine
 from service.ops import metrics
@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics.router)
     app.include_router(rollouts.router)
     app.include_router(openrlhf.router)
+    app.include_router(runs.router)
     app.add_middleware(OperationsMiddleware, settings=settings, state=app.state)
     return app
 

@@ -21,6 +21,11 @@ class TooLarge(RequestError):
     code = "request_too_large"
 
 
+class NotFound(RequestError):
+    status = 404
+    code = "not_found"
+
+
 class Retryable(RequestError):
     """A failure that says nothing about the request itself: the same call may succeed after `retry_after_s`."""
 

@@ -105,6 +105,17 @@ class Settings(BaseSettings):
         8, gt=0, description="n for POST /v1/openrlhf: rollouts of one prompt are assembled into groups of n."
     )
 
+    # Per-run diversity figures (options.run; GET /v1/runs/{run}/stats, darling_run_* metrics)
+    run_stats_max_runs: int = Field(
+        32,
+        gt=0,
+        description="Runs tracked at once (and run labels on /metrics); the least recently active run is dropped.",
+    )
+    run_stats_window: int = Field(256, gt=0, description="Groups of a run that its rolling figures cover.")
+    run_stats_max_steps: int = Field(
+        200, gt=0, description="Steps of a run kept for per-step figures; the least recently updated is dropped."
+    )
+
     # Security and operations
     api_keys: SecretStr | None = Field(None, description="Comma-separated bearer keys; unset = no auth.")
     api_keys_file: str | None = Field(None, description="File with one bearer key per line.")

@@ -6,8 +6,16 @@ import hashlib
 import re
 from typing import Annotated
 
-from darling_client.schemas import OpenRLHFRequest, OpenRLHFResponse, Rollout, RolloutsRequest
-from fastapi import APIRouter, Depends
+from darling_client.schemas import (
+    RUN_MAX_LENGTH,
+    RUN_PATTERN,
+    OpenRLHFRequest,
+    OpenRLHFResponse,
+    RewardOptions,
+    Rollout,
+    RolloutsRequest,
+)
+from fastapi import APIRouter, Depends, Query
 
 from service.api.rollouts import ERRORS, get_assembler
 from service.assembly.assembler import Assembler
@@ -35,8 +43,9 @@ def openrlhf_response(query: str, prompt: str) -> str:
     return text
 
 
-async def openrlhf_rewards(assembler: Assembler, req: OpenRLHFRequest) -> OpenRLHFResponse:
-    """Map one OpenRLHF request onto rollouts of groups by prompt, submit them, and answer in OpenRLHF's shape."""
+async def openrlhf_rewards(assembler: Assembler, req: OpenRLHFRequest, run: str | None = None) -> OpenRLHFResponse:
+    """Map one OpenRLHF request onto rollouts of groups by prompt, submit them, and answer in OpenRLHF's shape.
+    `run`: the run label when the body has none (the route's `?run=` query parameter)."""
     n = len(req.query)
     if req.prompts is None:
         raise RequestError(
@@ -67,7 +76,9 @@ async def openrlhf_rewards(assembler: Assembler, req: OpenRLHFRequest) -> OpenRL
                 reference=label if label else None,
             )
     try:
-        done = await assembler.submit(RolloutsRequest(rollouts=[r for r in rollouts if r is not None]))
+        done = await assembler.submit(
+            RolloutsRequest(rollouts=[r for r in rollouts if r is not None], options=RewardOptions(run=req.run or run))
+        )
     except RequestError as exc:
         # Name the fields of the request the trainer actually sent.
         exc.fields = [_ROLLOUT_FIELD.sub(r"query[\1]", f) for f in exc.fields]
@@ -85,11 +96,17 @@ async def openrlhf_rewards(assembler: Assembler, req: OpenRLHFRequest) -> OpenRL
 
 
 @router.post("/v1/openrlhf", response_model=OpenRLHFResponse, responses=ERRORS, tags=["adapters"])
-async def openrlhf(req: OpenRLHFRequest, assembler: Annotated[Assembler, Depends(get_assembler)]) -> OpenRLHFResponse:
+async def openrlhf(
+    req: OpenRLHFRequest,
+    assembler: Annotated[Assembler, Depends(get_assembler)],
+    run: Annotated[str | None, Query(min_length=1, max_length=RUN_MAX_LENGTH, pattern=RUN_PATTERN)] = None,
+) -> OpenRLHFResponse:
     """OpenRLHF's remote reward protocol (`--remote_rm_url`, `--reward.remote_url`).
 
     Rollouts are grouped by prompt into groups of DARLING_OPENRLHF_GROUP_SIZE (n_samples_per_prompt), whether
     they come as whole batches or one per request; `labels`, when non-empty, are references for the verifier.
     `rewards` are DARLING rewards, `scores` the quality, `extra_logs` per-rollout quality, diversity, classes.
+    A run label (body `run`, else `?run=` in the URL given to OpenRLHF) keeps per-run figures
+    (GET /v1/runs/{run}/stats).
     """
-    return await openrlhf_rewards(assembler, req)
+    return await openrlhf_rewards(assembler, req, run)

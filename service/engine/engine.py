@@ -14,6 +14,7 @@ from service.cache.redis_tier import RedisTier
 from service.cache.tiers import RemoteTier, TieredCache
 from service.engine.batching import Batcher, BatchObserver
 from service.engine.scoring import Model, Scorer
+from service.ops.runs import RunRegistry
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,8 @@ class Engine:
         self.error: BaseException | None = None
         self.ready = asyncio.Event()
         self.batchers: list[Batcher] = []
+        # Kept by the engine, not the scorer, so GET /v1/runs/{run}/stats answers while models (re)load.
+        self.runs = RunRegistry(settings.run_stats_max_runs, settings.run_stats_window, settings.run_stats_max_steps)
 
     def _batcher(self, backend: object, name: str) -> Batcher:
         s = self.settings
@@ -130,6 +133,7 @@ class Engine:
             reward_model=Model(backends.reward_model, self._batcher(backends.reward_model, "reward_model"))
             if backends.reward_model
             else None,
+            runs=self.runs,
         )
         self.ready.set()
         log.info("ready: classifier %s on %s", backends.classifier.id, backends.classifier.device)

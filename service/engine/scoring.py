@@ -24,6 +24,7 @@ from darling_client.schemas import (
 )
 
 from models.backends.base import Encoded, PairClassifier, QualityBackend
+from models.novelty import DEFAULT_CUTS, group_novelty
 from models.partition import Pair, make_planner
 from models.reward import group_rewards
 from models.rules import decide_by_rules
@@ -33,6 +34,7 @@ from service.engine.batching import Batcher, Overloaded
 from service.engine.concurrency import gather_or_cancel
 from service.errors import DeadlineExceeded, RequestError, ServiceOverloaded, TooLarge
 from service.ops import metrics
+from service.ops.runs import RunRegistry
 from service.settings import Settings
 
 
@@ -79,8 +81,11 @@ class Scorer:
         verifier: Model | None = None,
         reward_model: Model | None = None,
         encode_pool: ThreadPoolExecutor | None = None,
+        runs: RunRegistry | None = None,
     ) -> None:
+        """`runs`: where groups of requests with `options.run` add to their run's figures; None = not kept."""
         self.settings = settings
+        self.runs = runs
         self.classifier = classifier
         self.verifier = verifier
         self.reward_model = reward_model
@@ -246,6 +251,13 @@ class Scorer:
             additive_lambda=opts.additive_lambda,
         )
         n = len(g.responses)
+        # SPEC section 6. Ratings read the unshifted quality: a rating belongs to the rollout, not to its group.
+        novelty = group_novelty(
+            part.classes,
+            quality,
+            cuts=opts.rating_cuts if opts.rating_cuts is not None else DEFAULT_CUTS,
+            given_ratings=g.ratings,
+        )
         notes = ["n = 1: no other rollouts, diversity defined as 1"] if n == 1 else []
         if any(part.truncated):
             notes.append("some rollouts exceeded the classifier's input window and were truncated")
@@ -282,8 +294,14 @@ class Scorer:
             cache=stats.cache,
             truncated=sum(part.truncated),
             notes=notes,
+            distinct=novelty.distinct,
+            utility=novelty.utility,
+            effective_classes=novelty.effective_classes,
+            ratings=novelty.ratings,
         )
         metrics.record_group(group)
+        if self.runs is not None and opts.run is not None:
+            self.runs.record(opts.run, opts.step, group)
         return group
 
     @staticmethod

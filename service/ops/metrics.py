@@ -181,6 +181,48 @@ GROUPS_ASSEMBLING = Gauge(
     registry=REGISTRY,
 )
 
+# ---- per-run diversity (service/ops/runs.py feeds these) -------------------------------------------------
+# One series per tracked run and metric; at most DARLING_RUN_STATS_MAX_RUNS runs (default 32) carry a label, and
+# a run's series are removed when it is dropped, so the cardinality stays bounded. Gauges cover the run's last
+# DARLING_RUN_STATS_WINDOW groups.
+RUN_GROUPS = Counter("darling_run_groups", "Groups scored under a run label.", ["run"], registry=REGISTRY)
+RUN_COLLAPSED_GROUPS = Counter(
+    "darling_run_collapsed_groups", "Groups of a run with n > 1 and a single class.", ["run"], registry=REGISTRY
+)
+_RUN_GAUGES = {
+    "distinct": "Mean number of classes per group.",
+    "collapsed_share": "Share of groups with n > 1 and a single class.",
+    "diversity": "Mean rollout diversity (after the floor).",
+    "quality": "Mean rollout quality.",
+    "utility": "Mean NoveltyBench utility (patience 0.8, ratings 1..10).",
+    "effective_classes": "Mean exp(entropy of the class sizes).",
+}
+RUN_FIGURES = {
+    name: Gauge(
+        f"darling_run_{name}",
+        f"{text} Over the run's last DARLING_RUN_STATS_WINDOW groups.",
+        ["run"],
+        multiprocess_mode="livemostrecent",
+        registry=REGISTRY,
+    )
+    for name, text in _RUN_GAUGES.items()
+}
+RUN_STEP = Gauge(
+    "darling_run_step",
+    "The step most recently sent with the run.",
+    ["run"],
+    multiprocess_mode="livemostrecent",
+    registry=REGISTRY,
+)
+RUNS_TRACKED = Gauge(
+    "darling_runs_tracked", "Runs with figures kept now.", multiprocess_mode="livesum", registry=REGISTRY
+)
+RUNS_EVICTED = Counter(
+    "darling_runs_evicted",
+    "Runs dropped (with their series) to stay within DARLING_RUN_STATS_MAX_RUNS.",
+    registry=REGISTRY,
+)
+
 # ---- models ------------------------------------------------------------------------------------------------
 MODEL_INFO = Gauge(
     "darling_model_info",

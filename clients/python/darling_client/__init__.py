@@ -26,6 +26,7 @@ from darling_client.schemas import (
     RolloutReward,
     RolloutsRequest,
     RolloutsResponse,
+    RunStats,
 )
 from darling_client.transport import HttpTransport, Transport
 
@@ -53,6 +54,7 @@ __all__ = [
     "RolloutReward",
     "RolloutsRequest",
     "RolloutsResponse",
+    "RunStats",
     "ServerError",
     "Transport",
     "Unauthorized",

@@ -30,6 +30,7 @@ from darling_client.schemas import (
     RolloutGroup,
     RolloutsRequest,
     RolloutsResponse,
+    RunStats,
 )
 from darling_client.transport import HttpTransport, Operation, Transport
 
@@ -66,10 +67,14 @@ def _rollout(r: RolloutLike) -> Rollout:
     return r if isinstance(r, Rollout) else Rollout.model_validate(r)
 
 
-def _options(o: OptionsLike) -> RewardOptions:
-    if o is None:
-        return RewardOptions()
-    return o if isinstance(o, RewardOptions) else RewardOptions.model_validate(o)
+def _options(o: OptionsLike, run: str | None = None, step: int | None = None) -> RewardOptions:
+    """The options, with `run` / `step` (when given) in place of the options' own."""
+    opts = RewardOptions() if o is None else o if isinstance(o, RewardOptions) else RewardOptions.model_validate(o)
+    if run is None and step is None:
+        return opts
+    labels = {k: v for k, v in (("run", run), ("step", step)) if v is not None}
+    # Validated again, so a bad label fails here as it would on the server.
+    return RewardOptions.model_validate({**opts.model_dump(exclude_unset=True), **labels})
 
 
 def chunk_groups(groups: Sequence[RolloutGroup], max_rollouts: int) -> list[list[RolloutGroup]]:
@@ -184,12 +189,20 @@ class AsyncRewardClient:
         data = await self._call("rewards", request.model_dump(mode="json", exclude_none=True), self.timeout)
         return RewardResponse.model_validate(data)
 
-    async def score(self, groups: Sequence[GroupLike], options: OptionsLike = None) -> RewardResponse:
-        """Score groups (RolloutGroup or dicts); big batches go out in bounded parallel chunks."""
+    async def score(
+        self,
+        groups: Sequence[GroupLike],
+        options: OptionsLike = None,
+        *,
+        run: str | None = None,
+        step: int | None = None,
+    ) -> RewardResponse:
+        """Score groups (RolloutGroup or dicts); big batches go out in bounded parallel chunks. `run` / `step`
+        label the groups for the service's per-run figures (`run_stats`)."""
         gs = [_group(g) for g in groups]
         if not gs:
             raise ValueError("score() needs at least one group")
-        opts = _options(options)
+        opts = _options(options, run, step)
         started = time.perf_counter()
         chunks = chunk_groups(gs, self.max_rollouts_per_request)
         parts = await _bounded(
@@ -200,14 +213,19 @@ class AsyncRewardClient:
         return RewardResponse(groups=out, elapsed_ms=(time.perf_counter() - started) * 1000.0)
 
     async def score_stream(
-        self, groups: Sequence[GroupLike], options: OptionsLike = None
+        self,
+        groups: Sequence[GroupLike],
+        options: OptionsLike = None,
+        *,
+        run: str | None = None,
+        step: int | None = None,
     ) -> AsyncIterator[tuple[int, GroupReward]]:
         """(index in `groups`, its result) as results arrive, on either transport: one group at a time over gRPC
         (server streaming), one chunk at a time over HTTP. A stream is not retried: what was seen stays seen."""
         gs = [_group(g) for g in groups]
         if not gs:
             raise ValueError("score_stream() needs at least one group")
-        opts = _options(options)
+        opts = _options(options, run, step)
         stream = getattr(self.transport, "score_stream", None)
         if stream is not None:
             async for item in stream(gs, opts, timeout=self.timeout):
@@ -232,9 +250,16 @@ class AsyncRewardClient:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def rewards(self, groups: Sequence[GroupLike], options: OptionsLike = None) -> list[list[float]]:
+    async def rewards(
+        self,
+        groups: Sequence[GroupLike],
+        options: OptionsLike = None,
+        *,
+        run: str | None = None,
+        step: int | None = None,
+    ) -> list[list[float]]:
         """Just the reward lists, one per group."""
-        return [g.rewards for g in (await self.score(groups, options)).groups]
+        return [g.rewards for g in (await self.score(groups, options, run=run, step=step)).groups]
 
     # ---- group assembly ------------------------------------------------------------------------------------
 
@@ -242,13 +267,20 @@ class AsyncRewardClient:
         data = await self._call("rollouts", request.model_dump(mode="json", exclude_none=True), self.rollouts_timeout)
         return RolloutsResponse.model_validate(data)
 
-    async def submit(self, rollouts: Sequence[RolloutLike], options: OptionsLike = None) -> RolloutsResponse:
+    async def submit(
+        self,
+        rollouts: Sequence[RolloutLike],
+        options: OptionsLike = None,
+        *,
+        run: str | None = None,
+        step: int | None = None,
+    ) -> RolloutsResponse:
         """Submit rollouts of groups whose other rollouts may come from elsewhere; returns when every group
         touched is complete and scored. Results are in the order given."""
         rs = [_rollout(r) for r in rollouts]
         if not rs:
             raise ValueError("submit() needs at least one rollout")
-        opts = _options(options)
+        opts = _options(options, run, step)
         started = time.perf_counter()
         chunks = chunk_rollouts(rs, self.max_rollouts_per_request)
         parts = await _bounded(
@@ -275,11 +307,23 @@ class AsyncRewardClient:
     # ---- OpenRLHF protocol and health ----------------------------------------------------------------------
 
     async def openrlhf(
-        self, query: Sequence[str], prompts: Sequence[str], labels: Sequence[str | None] | None = None
+        self,
+        query: Sequence[str],
+        prompts: Sequence[str],
+        labels: Sequence[str | None] | None = None,
+        run: str | None = None,
     ) -> OpenRLHFResponse:
-        req = OpenRLHFRequest(query=list(query), prompts=list(prompts), labels=None if labels is None else list(labels))
-        data = await self._call("openrlhf", req.model_dump(mode="json"), self.rollouts_timeout)
+        req = OpenRLHFRequest(
+            query=list(query), prompts=list(prompts), labels=None if labels is None else list(labels), run=run
+        )
+        data = await self._call("openrlhf", req.model_dump(mode="json", exclude_none=True), self.rollouts_timeout)
         return OpenRLHFResponse.model_validate(data)
+
+    async def run_stats(self, run: str) -> RunStats:
+        """A run's rolling diversity figures (GET /v1/runs/{run}/stats; HTTP only). NotFound if the service has
+        none for it."""
+        data = await self._call("run_stats", {"run": run}, self.timeout)
+        return RunStats.model_validate(data)
 
     async def ready(self) -> bool:
         """True when /readyz answers 200 (a 503 'loading' is False, not an exception)."""
@@ -352,22 +396,50 @@ class RewardClient:
     def score_request(self, request: RewardRequest) -> RewardResponse:
         return self._run(self.aio.score_request(request))
 
-    def score(self, groups: Sequence[GroupLike], options: OptionsLike = None) -> RewardResponse:
-        return self._run(self.aio.score(groups, options))
+    def score(
+        self,
+        groups: Sequence[GroupLike],
+        options: OptionsLike = None,
+        *,
+        run: str | None = None,
+        step: int | None = None,
+    ) -> RewardResponse:
+        return self._run(self.aio.score(groups, options, run=run, step=step))
 
-    def rewards(self, groups: Sequence[GroupLike], options: OptionsLike = None) -> list[list[float]]:
-        return self._run(self.aio.rewards(groups, options))
+    def rewards(
+        self,
+        groups: Sequence[GroupLike],
+        options: OptionsLike = None,
+        *,
+        run: str | None = None,
+        step: int | None = None,
+    ) -> list[list[float]]:
+        return self._run(self.aio.rewards(groups, options, run=run, step=step))
 
     def submit_request(self, request: RolloutsRequest) -> RolloutsResponse:
         return self._run(self.aio.submit_request(request))
 
-    def submit(self, rollouts: Sequence[RolloutLike], options: OptionsLike = None) -> RolloutsResponse:
-        return self._run(self.aio.submit(rollouts, options))
+    def submit(
+        self,
+        rollouts: Sequence[RolloutLike],
+        options: OptionsLike = None,
+        *,
+        run: str | None = None,
+        step: int | None = None,
+    ) -> RolloutsResponse:
+        return self._run(self.aio.submit(rollouts, options, run=run, step=step))
 
     def openrlhf(
-        self, query: Sequence[str], prompts: Sequence[str], labels: Sequence[str | None] | None = None
+        self,
+        query: Sequence[str],
+        prompts: Sequence[str],
+        labels: Sequence[str | None] | None = None,
+        run: str | None = None,
     ) -> OpenRLHFResponse:
-        return self._run(self.aio.openrlhf(query, prompts, labels))
+        return self._run(self.aio.openrlhf(query, prompts, labels, run))
+
+    def run_stats(self, run: str) -> RunStats:
+        return self._run(self.aio.run_stats(run))
 
     def ready(self) -> bool:
         return self._run(self.aio.ready())

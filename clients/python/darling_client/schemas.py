@@ -6,8 +6,9 @@ torch or any server code: this package installs on its own.
 
 from __future__ import annotations
 
+import itertools
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -15,6 +16,10 @@ PartitionAlgorithm = Literal["all_pairs", "greedy"]
 CombineMode = Literal["multiplicative", "additive", "quality_only"]
 QualityShift = Literal["none", "group_min"]
 QualitySource = Literal["client", "verifier", "reward-model"]
+# A run label is a Prometheus label value and a URL path segment (GET /v1/runs/{run}/stats): no slashes or spaces.
+RUN_PATTERN = r"^[A-Za-z0-9_.:@+=-]+$"
+RUN_MAX_LENGTH = 128
+Rating = Annotated[int, Field(ge=1, le=10)]
 
 
 class _Strict(BaseModel):
@@ -42,12 +47,37 @@ class RewardOptions(_Strict):
     deadline_ms: int | None = Field(
         None, gt=0, le=3_600_000, description="Give up (HTTP 504) if the request is not done in this time."
     )
+    run: str | None = Field(
+        None,
+        min_length=1,
+        max_length=RUN_MAX_LENGTH,
+        pattern=RUN_PATTERN,
+        description="Training-run label: the service keeps rolling diversity figures per run "
+        "(GET /v1/runs/{run}/stats, darling_run_* metrics). Letters, digits and _ . : @ + = -.",
+    )
+    step: int | None = Field(None, ge=0, description="Training step of these groups; per-step figures of the run.")
+    rating_cuts: list[float] | None = Field(
+        None,
+        max_length=9,
+        description="Cut points, sorted, that map quality to NoveltyBench ratings: u = 1 + cuts strictly below "
+        "the quality. Default 0.1, 0.2, ..., 0.9 (for quality in [0, 1]).",
+    )
 
     @field_validator("additive_lambda")
     @classmethod
     def _finite_lambda(cls, v: float) -> float:
         if not math.isfinite(v):
             raise ValueError("must be a finite number")
+        return v
+
+    @field_validator("rating_cuts")
+    @classmethod
+    def _sorted_cuts(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None:
+            if not all(math.isfinite(c) for c in v):
+                raise ValueError("every cut must be a finite number")
+            if any(b < a for a, b in itertools.pairwise(v)):
+                raise ValueError(f"cuts must be sorted in ascending order, got {v}")
         return v
 
 
@@ -61,6 +91,11 @@ class RolloutGroup(_Strict):
         None, description="Caller-supplied quality per rollout (same length as responses)."
     )
     reference: str | None = Field(None, description="Reference answer for the math verifier.")
+    ratings: list[Rating] | None = Field(
+        None,
+        description="The caller's NoveltyBench rating (1..10) per rollout, for `utility`; unset = from the quality "
+        "through options.rating_cuts.",
+    )
 
     @field_validator("quality")
     @classmethod
@@ -76,6 +111,11 @@ class RolloutGroup(_Strict):
         if self.quality is not None and len(self.quality) != len(self.responses):
             raise ValueError(
                 f"quality has {len(self.quality)} values but responses has {len(self.responses)}; "
+                "they must be the same length"
+            )
+        if self.ratings is not None and len(self.ratings) != len(self.responses):
+            raise ValueError(
+                f"ratings has {len(self.ratings)} values but responses has {len(self.responses)}; "
                 "they must be the same length"
             )
         return self
@@ -157,11 +197,49 @@ class GroupReward(BaseModel):
     cache: CacheStats = Field(default_factory=CacheStats)
     truncated: int = Field(0, description="Rollouts the classifier saw truncated.")
     notes: list[str] = Field(default_factory=list)
+    # NoveltyBench's metrics (docs/spec.md section 6). Defaults only so that replies of older servers still parse.
+    distinct: int = Field(0, description="Number of classes (= n_classes), NoveltyBench's distinct_k.")
+    utility: float = Field(
+        0.0, description="(1-p)/(1-p^k) * sum_i p^(i-1) [rollout i opens a new class] u_i, p = 0.8; 1..10 scale."
+    )
+    effective_classes: float = Field(
+        0.0, description="exp(entropy of the class sizes): 1 = collapsed, n = all distinct."
+    )
+    ratings: list[int] = Field(default_factory=list, description="u_i per rollout: the caller's or from the quality.")
 
 
 class RewardResponse(BaseModel):
     groups: list[GroupReward]
     elapsed_ms: float
+
+
+# ---- Per-run figures (GET /v1/runs/{run}/stats) ------------------------------------------------------------
+
+
+class RunFigures(BaseModel):
+    """Means over a set of groups of one run."""
+
+    groups: int = Field(..., description="Groups these figures cover.")
+    distinct: float = Field(..., description="Mean number of classes per group.")
+    collapsed_share: float = Field(..., description="Share of groups with n > 1 and one class.")
+    diversity: float = Field(..., description="Mean rollout diversity (after the floor), averaged over groups.")
+    quality: float = Field(..., description="Mean rollout quality, averaged over groups.")
+    utility: float = Field(..., description="Mean NoveltyBench utility per group.")
+    effective_classes: float = Field(..., description="Mean effective number of classes per group.")
+
+
+class RunStepFigures(RunFigures):
+    step: int
+
+
+class RunStats(BaseModel):
+    run: str
+    groups_seen: int = Field(..., description="Groups scored under this label since the service (or run) started.")
+    last_step: int | None = Field(None, description="The step most recently sent with this run.")
+    window: RunFigures = Field(..., description="The last DARLING_RUN_STATS_WINDOW groups.")
+    steps: list[RunStepFigures] = Field(
+        default_factory=list, description="Per step, ascending; the most recent DARLING_RUN_STATS_MAX_STEPS steps."
+    )
 
 
 class ErrorBody(BaseModel):
@@ -257,6 +335,13 @@ class OpenRLHFRequest(BaseModel):
     query: list[str] = Field(..., min_length=1, description="prompt + response, chat template applied.")
     prompts: list[str] | None = Field(None, description="The prompts (same order and length as query).")
     labels: list[str | None] | None = Field(None, description="Per-sample labels: references for the verifier.")
+    run: str | None = Field(
+        None,
+        min_length=1,
+        max_length=RUN_MAX_LENGTH,
+        pattern=RUN_PATTERN,
+        description="Training-run label for the per-run figures (else the `run` query parameter).",
+    )
 
 
 class OpenRLHFResponse(BaseModel):

@@ -4,20 +4,22 @@ another wire (gRPC) is one more class with the same `call`; everything HTTP-spec
 from __future__ import annotations
 
 from typing import Any, Literal, Protocol
+from urllib.parse import quote
 
 import httpx
 
 from darling_client.errors import ConnectionFailed, ServerError, error_from_response
 
-Operation = Literal["rewards", "rollouts", "openrlhf", "healthz", "readyz"]
+Operation = Literal["rewards", "rollouts", "openrlhf", "healthz", "readyz", "run_stats"]
 
-# Operation -> (method, path). The one place that knows the HTTP routes.
+# Operation -> (method, path). The one place that knows the HTTP routes. A GET's `{name}` is filled from its body.
 ROUTES: dict[Operation, tuple[str, str]] = {
     "rewards": ("POST", "/v1/rewards"),
     "rollouts": ("POST", "/v1/rollouts"),
     "openrlhf": ("POST", "/v1/openrlhf"),
     "healthz": ("GET", "/healthz"),
     "readyz": ("GET", "/readyz"),
+    "run_stats": ("GET", "/v1/runs/{run}/stats"),
 }
 
 
@@ -54,6 +56,9 @@ class HttpTransport:
 
     async def call(self, op: Operation, body: dict[str, Any] | None, timeout: float) -> dict[str, Any]:
         method, path = ROUTES[op]
+        if method == "GET":
+            path = path.format(**{k: quote(str(v), safe="") for k, v in (body or {}).items()})
+            body = None
         t = httpx.Timeout(timeout, connect=min(self.connect_timeout, timeout))
         try:
             resp = await self._client.request(method, path, json=body, timeout=t)

@@ -114,6 +114,14 @@ SCENARIOS: list[tuple[str, list[dict[str, Any]], dict[str, Any]]] = [
         ],
         {"cache": False},
     ),
+    (
+        "novelty-options",
+        [
+            {"prompt": "Name a colour.", "responses": ["red", "blue", "red"], "quality": [0.2, 0.7, 0.9]},
+            {"prompt": "p", "responses": ["x", "y"], "quality": [1, 1], "ratings": [3, 9]},
+        ],
+        {"rating_cuts": [0.0, 0.5], "run": "grpc-scenario", "step": 3},
+    ),
 ]
 
 
@@ -131,6 +139,25 @@ async def test_same_results_over_http_and_grpc(both: tuple[str, str], groups: An
     )
     if options.get("cache") is False:  # nothing cached: the whole group, counts included, is the same
         assert [x.model_dump() for x in over_grpc.groups] == [x.model_dump() for x in over_http.groups]
+
+
+async def test_novelty_fields_on_the_wire(both: tuple[str, str], channel: grpc.aio.Channel) -> None:
+    """The proto carries distinct, utility, effective_classes and ratings, and options.run reaches the run's
+    figures whichever transport the groups came by."""
+    base, _ = both
+    stub = reward_pb2_grpc.RewardServiceStub(channel)
+    body = {
+        "groups": [{"prompt": "Name a colour.", "responses": ["red", "Red", "blue", "green"], "quality": [1, 1, 1, 1]}],
+        "options": {"run": "grpc-wire", "step": 7},
+    }
+    reply = await stub.Score(to_proto(body, reward_pb2.ScoreRequest()), metadata=AUTH, timeout=60)
+    g = reply.groups[0]
+    assert (g.n_classes, g.distinct, list(g.ratings)) == (3, 3, [10, 10, 10, 10])
+    # Sizes 2, 1, 1 of 4 -> 2 * sqrt(2); rollouts 0, 2, 3 open classes, all rated 10.
+    assert math.isclose(g.effective_classes, 2 * math.sqrt(2))
+    assert math.isclose(g.utility, 10 * (1 + 0.64 + 0.512) * 0.2 / (1 - 0.8**4))
+    stats = httpx.get(base + "/v1/runs/grpc-wire/stats", headers={"authorization": f"Bearer {KEY}"}).json()
+    assert stats["groups_seen"] == 1 and stats["last_step"] == 7 and stats["window"]["distinct"] == 3
 
 
 def test_blocking_client_over_grpc(both: tuple[str, str]) -> None:
@@ -194,6 +221,26 @@ BAD: list[tuple[dict[str, Any], grpc.StatusCode, str]] = [
         {"groups": [{"prompt": "p", "responses": ["a"], "group_id": "g" * 513, "quality": [1]}]},
         grpc.StatusCode.INVALID_ARGUMENT,
         "groups[0].group_id",
+    ),
+    (
+        {"groups": [{"prompt": "p", "responses": ["a"], "quality": [1]}], "options": {"run": "a b"}},
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "options.run",
+    ),
+    (
+        {"groups": [{"prompt": "p", "responses": ["a"], "quality": [1]}], "options": {"step": -1}},
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "options.step",
+    ),
+    (
+        {"groups": [{"prompt": "p", "responses": ["a"], "quality": [1]}], "options": {"rating_cuts": [0.5, 0.1]}},
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "options.rating_cuts",
+    ),
+    (
+        {"groups": [{"prompt": "p", "responses": ["a"], "quality": [1], "ratings": [11]}]},
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "groups[0].ratings[0]",
     ),
 ]
 

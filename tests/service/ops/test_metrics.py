@@ -165,6 +165,9 @@ def test_dashboard_alerts_and_autoscaler_use_real_metrics() -> None:
         "darling_group_assembly_wait_seconds",
         "darling_group_assembly_timeouts",
         "darling_model_info",
+        "darling_run_distinct",
+        "darling_run_collapsed_share",
+        "darling_run_utility",
     }
     assert wanted <= {f.name for f in metrics.REGISTRY.collect()}
     missing = {f for f in wanted if not any(re.search(rf"\b{f}(_total|_bucket|_sum|_count)?\b", e) for e in exprs)}

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from darling_client.client import AsyncRewardClient, RewardClient
+from darling_client.client import AsyncRewardClient, OptionsLike, RewardClient
+from darling_client.schemas import RUN_MAX_LENGTH, RewardOptions
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -78,3 +80,25 @@ def prompt_text(value: Any) -> str:
             f"{m.get('role', '')}: {message_text(m)}" if isinstance(m, Mapping) else message_text(m) for m in value
         )
     return message_text(value)
+
+
+_RUN_BAD = re.compile(r"[^A-Za-z0-9_.:@+=-]+")
+
+
+def run_label(*candidates: object) -> str | None:
+    """The first non-empty candidate as a valid run label (options.run): other characters become `-`, and it
+    is cut to 128."""
+    for c in candidates:
+        if c is None:
+            continue
+        label = _RUN_BAD.sub("-", str(c)).strip("-")[:RUN_MAX_LENGTH]
+        if label:
+            return label
+    return None
+
+
+def adapter_run(options: OptionsLike, explicit: object = None, trainer: object = None) -> str | None:
+    """The run label an adapter adds: its run= argument, else $DARLING_RUN, else the trainer's run name; None
+    when the caller's options already carry a run (theirs wins)."""
+    given = options.run if isinstance(options, RewardOptions) else (options or {}).get("run")
+    return None if given else run_label(explicit, os.environ.get("DARLING_RUN"), trainer)

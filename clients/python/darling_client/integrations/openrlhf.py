@@ -7,6 +7,7 @@ Two ways in:
   whether a request carries a whole batch or, as current versions send, one rollout.
 - A reward function file: `--remote_rm_url $(python -m darling_client.integrations.openrlhf)` prints the path
   of `openrlhf_reward_func.py`, whose `reward_func(queries, prompts, labels)` forwards to that route.
+Per-run figures: `?run=NAME` on the route's URL, or $DARLING_RUN for the reward function file.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from darling_client.client import RewardClient
-from darling_client.integrations._common import sync_client
+from darling_client.integrations._common import adapter_run, sync_client
 
 REWARD_FUNC_FILE = Path(__file__).with_name("openrlhf_reward_func.py")
 
@@ -36,10 +37,12 @@ def reward_func(
     labels: Sequence[str | None] | None = None,
     *,
     client: RewardClient | None = None,
+    run: str | None = None,
 ) -> dict[str, Any]:
-    """OpenRLHF's `reward_func(queries, prompts, labels)`: DARLING rewards through POST /v1/openrlhf."""
+    """OpenRLHF's `reward_func(queries, prompts, labels)`: DARLING rewards through POST /v1/openrlhf.
+    `run` (default $DARLING_RUN) labels the service's per-run figures; OpenRLHF has no run name to pass."""
     c = client or sync_client()
-    resp = c.openrlhf(queries, prompts, labels)
+    resp = c.openrlhf(queries, prompts, labels, run=adapter_run(None, run))
     return {
         "rewards": _as_tensor(resp.rewards),
         "scores": _as_tensor(resp.scores),

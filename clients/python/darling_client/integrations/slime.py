@@ -6,6 +6,7 @@ float per sample in order).
 
 Quality per sample: `sample.metadata["quality"]` when every sample has one, else `sample.label` as the
 verifier's reference, else the service's reward model. The service: $DARLING_URL (or `args.darling_url`).
+Run label of the service's per-run figures: `args.darling_run`, else $DARLING_RUN, else `args.wandb_group`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from darling_client.integrations._common import async_client, prompt_text
+from darling_client.integrations._common import adapter_run, async_client, prompt_text
 from darling_client.schemas import RolloutGroup
 
 
@@ -49,5 +50,6 @@ async def group_rm(args: Any, samples: Sequence[Any], **kwargs: Any) -> list[flo
     if not samples:
         return []
     client = async_client(getattr(args, "darling_url", None), getattr(args, "darling_api_key", None))
-    resp = await client.score([to_group(samples)])
+    run = adapter_run(None, getattr(args, "darling_run", None), getattr(args, "wandb_group", None))
+    resp = await client.score([to_group(samples)], run=run)
     return list(resp.groups[0].rewards)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from darling_client.client import AsyncRewardClient, OptionsLike, RewardClient
-from darling_client.integrations._common import async_client, message_text, prompt_text, sync_client
+from darling_client.integrations._common import adapter_run, async_client, message_text, prompt_text, sync_client
 from darling_client.schemas import Rollout, RolloutGroup
 
 QualityFn = Callable[..., Sequence[float | None] | Awaitable[Sequence[float | None]]]
@@ -71,6 +71,7 @@ class TRLRewardState:
     num_processes: int | None = None
     calls: int = 0
     last_groups: list[Any] = field(default_factory=list)  # GroupReward of the last call, for logging
+    run: str | None = None  # label of the service's per-run figures (options.run)
 
     def placement(self) -> tuple[int, int]:
         rank = self.process_index if self.process_index is not None else _env_int("RANK", "PROCESS_INDEX") or 0
@@ -129,6 +130,9 @@ async def trl_rewards(
     cut = {g: ix for g, ix in members.items() if len(ix) != n}
 
     rewards = [0.0] * local
+    # TRL passes its TrainerState: the global step makes per-step figures of the run.
+    step = getattr(kwargs.get("trainer_state"), "global_step", None)
+    labels: dict[str, Any] = {"run": state.run, "step": step if isinstance(step, int) and step >= 0 else None}
 
     def ref(i: int) -> str | None:
         return None if references is None or references[i] is None else str(references[i])
@@ -146,7 +150,7 @@ async def trl_rewards(
             )
             for g, ix in whole.items()
         ]
-        resp = await client.score(groups, options)
+        resp = await client.score(groups, options, **labels)
         state.last_groups.extend(resp.groups)
         for ix, g in zip(whole.values(), resp.groups, strict=True):
             for i, r in zip(ix, g.rewards, strict=True):
@@ -169,7 +173,7 @@ async def trl_rewards(
             for i in ix
         ]
         order = [i for ix in cut.values() for i in ix]
-        resp = await client.submit(rollouts, options)
+        resp = await client.submit(rollouts, options, **labels)
         state.last_groups.extend(resp.groups)
         for i, r in zip(order, resp.rollouts, strict=True):
             rewards[i] = r.reward
@@ -177,6 +181,15 @@ async def trl_rewards(
     state.last_groups = []
     await asyncio.gather(score_whole(), assemble_cut())
     return rewards
+
+
+def _run(options: OptionsLike, run: str | None, args: Any) -> str | None:
+    """TrainingArguments.run_name, else the base name of output_dir; TRL does not pass them to reward functions."""
+    output_dir = getattr(args, "output_dir", None)
+    trainer = getattr(args, "run_name", None) or (
+        os.path.basename(os.path.normpath(output_dir)) if output_dir else None
+    )
+    return adapter_run(options, run, trainer)
 
 
 def darling_reward_func(
@@ -192,9 +205,13 @@ def darling_reward_func(
     process_index: int | None = None,
     num_processes: int | None = None,
     name: str = "darling",
+    run: str | None = None,
+    args: Any = None,
 ) -> Callable[..., list[float]]:
-    """A synchronous TRL reward function. Process placement comes from RANK/WORLD_SIZE unless given."""
-    state = TRLRewardState(num_generations, run_id, process_index, num_processes)
+    """A synchronous TRL reward function. Process placement comes from RANK/WORLD_SIZE unless given.
+    `run` labels the service's per-run figures; default $DARLING_RUN, else the run name of `args` (the trainer's
+    GRPOConfig: run_name, else the output_dir's base name)."""
+    state = TRLRewardState(num_generations, run_id, process_index, num_processes, run=_run(options, run, args))
 
     def reward(prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]:
         c = client or sync_client(url, api_key)
@@ -220,9 +237,12 @@ def darling_async_reward_func(
     process_index: int | None = None,
     num_processes: int | None = None,
     name: str = "darling",
+    run: str | None = None,
+    args: Any = None,
 ) -> Callable[..., Awaitable[list[float]]]:
-    """An `async def` TRL reward function (TRL runs those on its own event loop, concurrently with others)."""
-    state = TRLRewardState(num_generations, run_id, process_index, num_processes)
+    """An `async def` TRL reward function (TRL runs those on its own event loop, concurrently with others).
+    `run` and `args`: as for darling_reward_func."""
+    state = TRLRewardState(num_generations, run_id, process_index, num_processes, run=_run(options, run, args))
 
     async def reward(prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]:
         c = client or async_client(url, api_key)

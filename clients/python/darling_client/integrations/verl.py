@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from darling_client.client import OptionsLike, RewardClient
-from darling_client.integrations._common import async_client, sync_client
+from darling_client.integrations._common import adapter_run, async_client, sync_client
 from darling_client.schemas import Rollout, RolloutGroup
 
 ComputeScore = Callable[..., Any]
@@ -66,14 +66,18 @@ class DarlingRewardManager:
         options: OptionsLike = None,
         url: str | None = None,
         api_key: str | None = None,
+        run: str | None = None,
         **reward_kwargs: Any,
     ) -> None:
+        """`run`: label of the service's per-run figures (veRL passes no config to batch managers: set it with
+        `+reward_model.reward_kwargs.run=${trainer.experiment_name}`); default $DARLING_RUN."""
         self.tokenizer = tokenizer
         self.num_examine = num_examine
         self.compute_score = compute_score
         self.reward_fn_key = reward_fn_key
         self.reward_kwargs = reward_kwargs
         self.options = options
+        self.run = adapter_run(options, run)
         self._client = client
         self._url, self._key = url, api_key
 
@@ -138,7 +142,11 @@ class DarlingRewardManager:
             )
             for u, ix in members.items()
         ]
-        resp = self.client.score(groups, self.options)
+        meta = getattr(data, "meta_info", None)
+        step = meta.get("global_steps") if isinstance(meta, Mapping) else None
+        resp = self.client.score(
+            groups, self.options, run=self.run, step=step if isinstance(step, int) and step >= 0 else None
+        )
         reward = [0.0] * size
         info: dict[str, list[float]] = {"darling_quality": [0.0] * size, "darling_diversity": [0.0] * size}
         info["darling_n_classes"] = [0.0] * size
@@ -172,6 +180,7 @@ class DarlingRewardLoopManager:
         options: OptionsLike = None,
         url: str | None = None,
         api_key: str | None = None,
+        run: str | None = None,
     ) -> None:
         self.config = config
         self.tokenizer = tokenizer
@@ -181,6 +190,8 @@ class DarlingRewardLoopManager:
             raise ValueError("group size unknown: pass group_size= or set actor_rollout_ref.rollout.n")
         self.group_size = int(n)
         self.options = options
+        # The per-run figures are labelled with the experiment's name unless run= or $DARLING_RUN says otherwise.
+        self.run = adapter_run(options, run, _config_get(config, "trainer.experiment_name"))
         self._url, self._key = url, api_key
 
     async def run_single(self, data: Any) -> dict[str, Any]:
@@ -214,7 +225,7 @@ class DarlingRewardLoopManager:
             quality=quality,
             reference=None if quality is not None else truth,
         )
-        res = await async_client(self._url, self._key).submit([rollout], self.options)
+        res = await async_client(self._url, self._key).submit([rollout], self.options, run=self.run)
         r = res.rollouts[0]
         n_classes = float(res.groups[0].n_classes) if res.groups else 0.0
         return {

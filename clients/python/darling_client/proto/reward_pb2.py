@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!darling_client/proto/reward.proto\x12\ndarling.v1\"\xd7\x02\n\rRewardOptions\x12\x16\n\tpartition\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x16\n\tthreshold\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x1c\n\x0f\x64iversity_floor\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x14\n\x07\x63ombine\x18\x04 \x01(\tH\x03\x88\x01\x01\x12\x1c\n\x0f\x61\x64\x64itive_lambda\x18\x05 \x01(\x01H\x04\x88\x01\x01\x12\x1a\n\rquality_shift\x18\x06 \x01(\tH\x05\x88\x01\x01\x12\x12\n\x05\x63\x61\x63he\x18\x07 \x01(\x08H\x06\x88\x01\x01\x12\x18\n\x0b\x64\x65\x61\x64line_ms\x18\x08 \x01(\x03H\x07\x88\x01\x01\x42\x0c\n\n_partitionB\x0c\n\n_thresholdB\x12\n\x10_diversity_floorB\n\n\x08_combineB\x12\n\x10_additive_lambdaB\x10\n\x0e_quality_shiftB\x08\n\x06_cacheB\x0e\n\x0c_deadline_ms\"\x1c\n\nDoubleList\x12\x0e\n\x06values\x18\x01 \x03(\x01\"\xa4\x01\n\x0cRolloutGroup\x12\x15\n\x08group_id\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x11\n\tresponses\x18\x03 \x03(\t\x12\'\n\x07quality\x18\x04 \x01(\x0b\x32\x16.darling.v1.DoubleList\x12\x16\n\treference\x18\x05 \x01(\tH\x01\x88\x01\x01\x42\x0b\n\t_group_idB\x0c\n\n_reference\"d\n\x0cScoreRequest\x12(\n\x06groups\x18\x01 \x03(\x0b\x32\x18.darling.v1.RolloutGroup\x12*\n\x07options\x18\x02 \x01(\x0b\x32\x19.darling.v1.RewardOptions\"\x8a\x01\n\rRolloutReward\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x0e\n\x06reward\x18\x02 \x01(\x01\x12\x0f\n\x07quality\x18\x03 \x01(\x01\x12\x11\n\tdiversity\x18\x04 \x01(\x01\x12\x10\n\x08\x63lass_id\x18\x05 \x01(\x03\x12\x11\n\tadvantage\x18\x06 \x01(\x01\x12\x11\n\ttruncated\x18\x07 \x01(\x08\"G\n\nRuleCounts\x12\x11\n\tidentical\x18\x01 \x01(\x03\x12\x12\n\nshort_text\x18\x02 \x01(\x03\x12\x12\n\nclassifier\x18\x03 \x01(\x03\"O\n\x0fJudgementCounts\x12\x0c\n\x04made\x18\x01 \x01(\x03\x12\x0f\n\x07skipped\x18\x02 \x01(\x03\x12\x0e\n\x06\x63\x61\x63hed\x18\x03 \x01(\x03\x12\r\n\x05model\x18\x04 \x01(\x03\".\n\x0e\x43\x61\x63heTierStats\x12\x0c\n\x04hits\x18\x01 \x01(\x03\x12\x0e\n\x06misses\x18\x02 \x01(\x03\"c\n\nCacheStats\x12*\n\x06memory\x18\x01 \x01(\x0b\x32\x1a.darling.v1.CacheTierStats\x12)\n\x05redis\x18\x02 \x01(\x0b\x32\x1a.darling.v1.CacheTierStats\"\xad\x03\n\x0bGroupReward\x12\x15\n\x08group_id\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\t\n\x01n\x18\x02 \x01(\x03\x12\x11\n\tn_classes\x18\x03 \x01(\x03\x12\x0f\n\x07\x63lasses\x18\x04 \x03(\x03\x12\x0f\n\x07rewards\x18\x05 \x03(\x01\x12+\n\x08rollouts\x18\x06 \x03(\x0b\x32\x19.darling.v1.RolloutReward\x12\x11\n\talgorithm\x18\x07 \x01(\t\x12\x12\n\nclassifier\x18\x08 \x01(\t\x12\x11\n\tthreshold\x18\t \x01(\x01\x12\x16\n\x0equality_source\x18\n \x01(\t\x12\x15\n\rquality_model\x18\x0b \x01(\t\x12*\n\ndecided_by\x18\x0c \x01(\x0b\x32\x16.darling.v1.RuleCounts\x12/\n\njudgements\x18\r \x01(\x0b\x32\x1b.darling.v1.JudgementCounts\x12%\n\x05\x63\x61\x63he\x18\x0e \x01(\x0b\x32\x16.darling.v1.CacheStats\x12\x11\n\ttruncated\x18\x0f \x01(\x03\x12\r\n\x05notes\x18\x10 \x03(\tB\x0b\n\t_group_id\"L\n\rScoreResponse\x12\'\n\x06groups\x18\x01 \x03(\x0b\x32\x17.darling.v1.GroupReward\x12\x12\n\nelapsed_ms\x18\x02 \x01(\x01\"X\n\x0bGroupResult\x12\r\n\x05index\x18\x01 \x01(\x03\x12&\n\x05group\x18\x02 \x01(\x0b\x32\x17.darling.v1.GroupReward\x12\x12\n\nelapsed_ms\x18\x03 \x01(\x01\"\xb7\x01\n\x07Rollout\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\x12\n\ngroup_size\x18\x02 \x01(\x03\x12\x12\n\x05index\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x0e\n\x06prompt\x18\x04 \x01(\t\x12\x10\n\x08response\x18\x05 \x01(\t\x12\x14\n\x07quality\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x16\n\treference\x18\x07 \x01(\tH\x02\x88\x01\x01\x42\x08\n\x06_indexB\n\n\x08_qualityB\x0c\n\n_reference\"d\n\x0fRolloutsRequest\x12%\n\x08rollouts\x18\x01 \x03(\x0b\x32\x13.darling.v1.Rollout\x12*\n\x07options\x18\x02 \x01(\x0b\x32\x19.darling.v1.RewardOptions\"\x9e\x01\n\x0f\x41ssembledReward\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x03\x12\x0e\n\x06reward\x18\x03 \x01(\x01\x12\x0f\n\x07quality\x18\x04 \x01(\x01\x12\x11\n\tdiversity\x18\x05 \x01(\x01\x12\x10\n\x08\x63lass_id\x18\x06 \x01(\x03\x12\x11\n\tadvantage\x18\x07 \x01(\x01\x12\x11\n\ttruncated\x18\x08 \x01(\x08\"~\n\x10RolloutsResponse\x12-\n\x08rollouts\x18\x01 \x03(\x0b\x32\x1b.darling.v1.AssembledReward\x12\'\n\x06groups\x18\x02 \x03(\x0b\x32\x17.darling.v1.GroupReward\x12\x12\n\nelapsed_ms\x18\x03 \x01(\x01\x32\xde\x01\n\rRewardService\x12<\n\x05Score\x12\x18.darling.v1.ScoreRequest\x1a\x19.darling.v1.ScoreResponse\x12\x42\n\x0bScoreStream\x12\x18.darling.v1.ScoreRequest\x1a\x17.darling.v1.GroupResult0\x01\x12K\n\x0eSubmitRollouts\x12\x1b.darling.v1.RolloutsRequest\x1a\x1c.darling.v1.RolloutsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!darling_client/proto/reward.proto\x12\ndarling.v1\"\xba\x03\n\rRewardOptions\x12\x16\n\tpartition\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x16\n\tthreshold\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x1c\n\x0f\x64iversity_floor\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x14\n\x07\x63ombine\x18\x04 \x01(\tH\x03\x88\x01\x01\x12\x1c\n\x0f\x61\x64\x64itive_lambda\x18\x05 \x01(\x01H\x04\x88\x01\x01\x12\x1a\n\rquality_shift\x18\x06 \x01(\tH\x05\x88\x01\x01\x12\x12\n\x05\x63\x61\x63he\x18\x07 \x01(\x08H\x06\x88\x01\x01\x12\x18\n\x0b\x64\x65\x61\x64line_ms\x18\x08 \x01(\x03H\x07\x88\x01\x01\x12\x10\n\x03run\x18\t \x01(\tH\x08\x88\x01\x01\x12\x11\n\x04step\x18\n \x01(\x03H\t\x88\x01\x01\x12+\n\x0brating_cuts\x18\x0b \x01(\x0b\x32\x16.darling.v1.DoubleListB\x0c\n\n_partitionB\x0c\n\n_thresholdB\x12\n\x10_diversity_floorB\n\n\x08_combineB\x12\n\x10_additive_lambdaB\x10\n\x0e_quality_shiftB\x08\n\x06_cacheB\x0e\n\x0c_deadline_msB\x06\n\x04_runB\x07\n\x05_step\"\x1c\n\nDoubleList\x12\x0e\n\x06values\x18\x01 \x03(\x01\"\x19\n\x07IntList\x12\x0e\n\x06values\x18\x01 \x03(\x03\"\xca\x01\n\x0cRolloutGroup\x12\x15\n\x08group_id\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x11\n\tresponses\x18\x03 \x03(\t\x12\'\n\x07quality\x18\x04 \x01(\x0b\x32\x16.darling.v1.DoubleList\x12\x16\n\treference\x18\x05 \x01(\tH\x01\x88\x01\x01\x12$\n\x07ratings\x18\x06 \x01(\x0b\x32\x13.darling.v1.IntListB\x0b\n\t_group_idB\x0c\n\n_reference\"d\n\x0cScoreRequest\x12(\n\x06groups\x18\x01 \x03(\x0b\x32\x18.darling.v1.RolloutGroup\x12*\n\x07options\x18\x02 \x01(\x0b\x32\x19.darling.v1.RewardOptions\"\x8a\x01\n\rRolloutReward\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x0e\n\x06reward\x18\x02 \x01(\x01\x12\x0f\n\x07quality\x18\x03 \x01(\x01\x12\x11\n\tdiversity\x18\x04 \x01(\x01\x12\x10\n\x08\x63lass_id\x18\x05 \x01(\x03\x12\x11\n\tadvantage\x18\x06 \x01(\x01\x12\x11\n\ttruncated\x18\x07 \x01(\x08\"G\n\nRuleCounts\x12\x11\n\tidentical\x18\x01 \x01(\x03\x12\x12\n\nshort_text\x18\x02 \x01(\x03\x12\x12\n\nclassifier\x18\x03 \x01(\x03\"O\n\x0fJudgementCounts\x12\x0c\n\x04made\x18\x01 \x01(\x03\x12\x0f\n\x07skipped\x18\x02 \x01(\x03\x12\x0e\n\x06\x63\x61\x63hed\x18\x03 \x01(\x03\x12\r\n\x05model\x18\x04 \x01(\x03\".\n\x0e\x43\x61\x63heTierStats\x12\x0c\n\x04hits\x18\x01 \x01(\x03\x12\x0e\n\x06misses\x18\x02 \x01(\x03\"c\n\nCacheStats\x12*\n\x06memory\x18\x01 \x01(\x0b\x32\x1a.darling.v1.CacheTierStats\x12)\n\x05redis\x18\x02 \x01(\x0b\x32\x1a.darling.v1.CacheTierStats\"\xfc\x03\n\x0bGroupReward\x12\x15\n\x08group_id\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\t\n\x01n\x18\x02 \x01(\x03\x12\x11\n\tn_classes\x18\x03 \x01(\x03\x12\x0f\n\x07\x63lasses\x18\x04 \x03(\x03\x12\x0f\n\x07rewards\x18\x05 \x03(\x01\x12+\n\x08rollouts\x18\x06 \x03(\x0b\x32\x19.darling.v1.RolloutReward\x12\x11\n\talgorithm\x18\x07 \x01(\t\x12\x12\n\nclassifier\x18\x08 \x01(\t\x12\x11\n\tthreshold\x18\t \x01(\x01\x12\x16\n\x0equality_source\x18\n \x01(\t\x12\x15\n\rquality_model\x18\x0b \x01(\t\x12*\n\ndecided_by\x18\x0c \x01(\x0b\x32\x16.darling.v1.RuleCounts\x12/\n\njudgements\x18\r \x01(\x0b\x32\x1b.darling.v1.JudgementCounts\x12%\n\x05\x63\x61\x63he\x18\x0e \x01(\x0b\x32\x16.darling.v1.CacheStats\x12\x11\n\ttruncated\x18\x0f \x01(\x03\x12\r\n\x05notes\x18\x10 \x03(\t\x12\x10\n\x08\x64istinct\x18\x11 \x01(\x03\x12\x0f\n\x07utility\x18\x12 \x01(\x01\x12\x19\n\x11\x65\x66\x66\x65\x63tive_classes\x18\x13 \x01(\x01\x12\x0f\n\x07ratings\x18\x14 \x03(\x03\x42\x0b\n\t_group_id\"L\n\rScoreResponse\x12\'\n\x06groups\x18\x01 \x03(\x0b\x32\x17.darling.v1.GroupReward\x12\x12\n\nelapsed_ms\x18\x02 \x01(\x01\"X\n\x0bGroupResult\x12\r\n\x05index\x18\x01 \x01(\x03\x12&\n\x05group\x18\x02 \x01(\x0b\x32\x17.darling.v1.GroupReward\x12\x12\n\nelapsed_ms\x18\x03 \x01(\x01\"\xb7\x01\n\x07Rollout\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\x12\n\ngroup_size\x18\x02 \x01(\x03\x12\x12\n\x05index\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x0e\n\x06prompt\x18\x04 \x01(\t\x12\x10\n\x08response\x18\x05 \x01(\t\x12\x14\n\x07quality\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x16\n\treference\x18\x07 \x01(\tH\x02\x88\x01\x01\x42\x08\n\x06_indexB\n\n\x08_qualityB\x0c\n\n_reference\"d\n\x0fRolloutsRequest\x12%\n\x08rollouts\x18\x01 \x03(\x0b\x32\x13.darling.v1.Rollout\x12*\n\x07options\x18\x02 \x01(\x0b\x32\x19.darling.v1.RewardOptions\"\x9e\x01\n\x0f\x41ssembledReward\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x03\x12\x0e\n\x06reward\x18\x03 \x01(\x01\x12\x0f\n\x07quality\x18\x04 \x01(\x01\x12\x11\n\tdiversity\x18\x05 \x01(\x01\x12\x10\n\x08\x63lass_id\x18\x06 \x01(\x03\x12\x11\n\tadvantage\x18\x07 \x01(\x01\x12\x11\n\ttruncated\x18\x08 \x01(\x08\"~\n\x10RolloutsResponse\x12-\n\x08rollouts\x18\x01 \x03(\x0b\x32\x1b.darling.v1.AssembledReward\x12\'\n\x06groups\x18\x02 \x03(\x0b\x32\x17.darling.v1.GroupReward\x12\x12\n\nelapsed_ms\x18\x03 \x01(\x01\x32\xde\x01\n\rRewardService\x12<\n\x05Score\x12\x18.darling.v1.ScoreRequest\x1a\x19.darling.v1.ScoreResponse\x12\x42\n\x0bScoreStream\x12\x18.darling.v1.ScoreRequest\x1a\x17.darling.v1.GroupResult0\x01\x12K\n\x0eSubmitRollouts\x12\x1b.darling.v1.RolloutsRequest\x1a\x1c.darling.v1.RolloutsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,37 +32,39 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'darling_client.proto.reward
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REWARDOPTIONS']._serialized_start=50
-  _globals['_REWARDOPTIONS']._serialized_end=393
-  _globals['_DOUBLELIST']._serialized_start=395
-  _globals['_DOUBLELIST']._serialized_end=423
-  _globals['_ROLLOUTGROUP']._serialized_start=426
-  _globals['_ROLLOUTGROUP']._serialized_end=590
-  _globals['_SCOREREQUEST']._serialized_start=592
-  _globals['_SCOREREQUEST']._serialized_end=692
-  _globals['_ROLLOUTREWARD']._serialized_start=695
-  _globals['_ROLLOUTREWARD']._serialized_end=833
-  _globals['_RULECOUNTS']._serialized_start=835
-  _globals['_RULECOUNTS']._serialized_end=906
-  _globals['_JUDGEMENTCOUNTS']._serialized_start=908
-  _globals['_JUDGEMENTCOUNTS']._serialized_end=987
-  _globals['_CACHETIERSTATS']._serialized_start=989
-  _globals['_CACHETIERSTATS']._serialized_end=1035
-  _globals['_CACHESTATS']._serialized_start=1037
-  _globals['_CACHESTATS']._serialized_end=1136
-  _globals['_GROUPREWARD']._serialized_start=1139
-  _globals['_GROUPREWARD']._serialized_end=1568
-  _globals['_SCORERESPONSE']._serialized_start=1570
-  _globals['_SCORERESPONSE']._serialized_end=1646
-  _globals['_GROUPRESULT']._serialized_start=1648
-  _globals['_GROUPRESULT']._serialized_end=1736
-  _globals['_ROLLOUT']._serialized_start=1739
-  _globals['_ROLLOUT']._serialized_end=1922
-  _globals['_ROLLOUTSREQUEST']._serialized_start=1924
-  _globals['_ROLLOUTSREQUEST']._serialized_end=2024
-  _globals['_ASSEMBLEDREWARD']._serialized_start=2027
-  _globals['_ASSEMBLEDREWARD']._serialized_end=2185
-  _globals['_ROLLOUTSRESPONSE']._serialized_start=2187
-  _globals['_ROLLOUTSRESPONSE']._serialized_end=2313
-  _globals['_REWARDSERVICE']._serialized_start=2316
-  _globals['_REWARDSERVICE']._serialized_end=2538
+  _globals['_REWARDOPTIONS']._serialized_end=492
+  _globals['_DOUBLELIST']._serialized_start=494
+  _globals['_DOUBLELIST']._serialized_end=522
+  _globals['_INTLIST']._serialized_start=524
+  _globals['_INTLIST']._serialized_end=549
+  _globals['_ROLLOUTGROUP']._serialized_start=552
+  _globals['_ROLLOUTGROUP']._serialized_end=754
+  _globals['_SCOREREQUEST']._serialized_start=756
+  _globals['_SCOREREQUEST']._serialized_end=856
+  _globals['_ROLLOUTREWARD']._serialized_start=859
+  _globals['_ROLLOUTREWARD']._serialized_end=997
+  _globals['_RULECOUNTS']._serialized_start=999
+  _globals['_RULECOUNTS']._serialized_end=1070
+  _globals['_JUDGEMENTCOUNTS']._serialized_start=1072
+  _globals['_JUDGEMENTCOUNTS']._serialized_end=1151
+  _globals['_CACHETIERSTATS']._serialized_start=1153
+  _globals['_CACHETIERSTATS']._serialized_end=1199
+  _globals['_CACHESTATS']._serialized_start=1201
+  _globals['_CACHESTATS']._serialized_end=1300
+  _globals['_GROUPREWARD']._serialized_start=1303
+  _globals['_GROUPREWARD']._serialized_end=1811
+  _globals['_SCORERESPONSE']._serialized_start=1813
+  _globals['_SCORERESPONSE']._serialized_end=1889
+  _globals['_GROUPRESULT']._serialized_start=1891
+  _globals['_GROUPRESULT']._serialized_end=1979
+  _globals['_ROLLOUT']._serialized_start=1982
+  _globals['_ROLLOUT']._serialized_end=2165
+  _globals['_ROLLOUTSREQUEST']._serialized_start=2167
+  _globals['_ROLLOUTSREQUEST']._serialized_end=2267
+  _globals['_ASSEMBLEDREWARD']._serialized_start=2270
+  _globals['_ASSEMBLEDREWARD']._serialized_end=2428
+  _globals['_ROLLOUTSRESPONSE']._serialized_start=2430
+  _globals['_ROLLOUTSRESPONSE']._serialized_end=2556
+  _globals['_REWARDSERVICE']._serialized_start=2559
+  _globals['_REWARDSERVICE']._serialized_end=2781
 # @@protoc_insertion_point(module_scope)

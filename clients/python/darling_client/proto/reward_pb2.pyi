@@ -40,6 +40,9 @@ class RewardOptions(_message.Message):
     QUALITY_SHIFT_FIELD_NUMBER: _builtins.int
     CACHE_FIELD_NUMBER: _builtins.int
     DEADLINE_MS_FIELD_NUMBER: _builtins.int
+    RUN_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
+    RATING_CUTS_FIELD_NUMBER: _builtins.int
     partition: _builtins.str
     """"all_pairs" (default) or "greedy"."""
     threshold: _builtins.float
@@ -56,6 +59,14 @@ class RewardOptions(_message.Message):
     """Use and fill the caches; default true."""
     deadline_ms: _builtins.int
     """Give up with DEADLINE_EXCEEDED after this long."""
+    run: _builtins.str
+    """Training-run label for the per-run figures (HTTP GET /v1/runs/{run}/stats)."""
+    step: _builtins.int
+    """Training step of these groups (>= 0)."""
+    @_builtins.property
+    def rating_cuts(self) -> Global___DoubleList:
+        """Sorted cut points quality -> rating 1..10; unset = 0.1, ..., 0.9."""
+
     def __init__(
         self,
         *,
@@ -67,10 +78,13 @@ class RewardOptions(_message.Message):
         quality_shift: _builtins.str | None = ...,
         cache: _builtins.bool | None = ...,
         deadline_ms: _builtins.int | None = ...,
+        run: _builtins.str | None = ...,
+        step: _builtins.int | None = ...,
+        rating_cuts: Global___DoubleList | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_additive_lambda", b"_additive_lambda", "_cache", b"_cache", "_combine", b"_combine", "_deadline_ms", b"_deadline_ms", "_diversity_floor", b"_diversity_floor", "_partition", b"_partition", "_quality_shift", b"_quality_shift", "_threshold", b"_threshold", "additive_lambda", b"additive_lambda", "cache", b"cache", "combine", b"combine", "deadline_ms", b"deadline_ms", "diversity_floor", b"diversity_floor", "partition", b"partition", "quality_shift", b"quality_shift", "threshold", b"threshold"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_additive_lambda", b"_additive_lambda", "_cache", b"_cache", "_combine", b"_combine", "_deadline_ms", b"_deadline_ms", "_diversity_floor", b"_diversity_floor", "_partition", b"_partition", "_quality_shift", b"_quality_shift", "_run", b"_run", "_step", b"_step", "_threshold", b"_threshold", "additive_lambda", b"additive_lambda", "cache", b"cache", "combine", b"combine", "deadline_ms", b"deadline_ms", "diversity_floor", b"diversity_floor", "partition", b"partition", "quality_shift", b"quality_shift", "rating_cuts", b"rating_cuts", "run", b"run", "step", b"step", "threshold", b"threshold"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_additive_lambda", b"_additive_lambda", "_cache", b"_cache", "_combine", b"_combine", "_deadline_ms", b"_deadline_ms", "_diversity_floor", b"_diversity_floor", "_partition", b"_partition", "_quality_shift", b"_quality_shift", "_threshold", b"_threshold", "additive_lambda", b"additive_lambda", "cache", b"cache", "combine", b"combine", "deadline_ms", b"deadline_ms", "diversity_floor", b"diversity_floor", "partition", b"partition", "quality_shift", b"quality_shift", "threshold", b"threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_additive_lambda", b"_additive_lambda", "_cache", b"_cache", "_combine", b"_combine", "_deadline_ms", b"_deadline_ms", "_diversity_floor", b"_diversity_floor", "_partition", b"_partition", "_quality_shift", b"_quality_shift", "_run", b"_run", "_step", b"_step", "_threshold", b"_threshold", "additive_lambda", b"additive_lambda", "cache", b"cache", "combine", b"combine", "deadline_ms", b"deadline_ms", "diversity_floor", b"diversity_floor", "partition", b"partition", "quality_shift", b"quality_shift", "rating_cuts", b"rating_cuts", "run", b"run", "step", b"step", "threshold", b"threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__additive_lambda: _TypeAlias = _typing.Literal["additive_lambda"]  # noqa: Y015
     _WhichOneofArgType__additive_lambda: _TypeAlias = _typing.Literal["_additive_lambda", b"_additive_lambda"]  # noqa: Y015
@@ -86,6 +100,10 @@ class RewardOptions(_message.Message):
     _WhichOneofArgType__partition: _TypeAlias = _typing.Literal["_partition", b"_partition"]  # noqa: Y015
     _WhichOneofReturnType__quality_shift: _TypeAlias = _typing.Literal["quality_shift"]  # noqa: Y015
     _WhichOneofArgType__quality_shift: _TypeAlias = _typing.Literal["_quality_shift", b"_quality_shift"]  # noqa: Y015
+    _WhichOneofReturnType__run: _TypeAlias = _typing.Literal["run"]  # noqa: Y015
+    _WhichOneofArgType__run: _TypeAlias = _typing.Literal["_run", b"_run"]  # noqa: Y015
+    _WhichOneofReturnType__step: _TypeAlias = _typing.Literal["step"]  # noqa: Y015
+    _WhichOneofArgType__step: _TypeAlias = _typing.Literal["_step", b"_step"]  # noqa: Y015
     _WhichOneofReturnType__threshold: _TypeAlias = _typing.Literal["threshold"]  # noqa: Y015
     _WhichOneofArgType__threshold: _TypeAlias = _typing.Literal["_threshold", b"_threshold"]  # noqa: Y015
     @_typing.overload
@@ -102,6 +120,10 @@ class RewardOptions(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__partition) -> _WhichOneofReturnType__partition | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__quality_shift) -> _WhichOneofReturnType__quality_shift | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__run) -> _WhichOneofReturnType__run | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__step) -> _WhichOneofReturnType__step | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__threshold) -> _WhichOneofReturnType__threshold | None: ...
 
@@ -130,6 +152,28 @@ class DoubleList(_message.Message):
 Global___DoubleList: _TypeAlias = DoubleList  # noqa: Y015
 
 @_typing.final
+class IntList(_message.Message):
+    """A list of integers that can be absent as a whole."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALUES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        values: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IntList: _TypeAlias = IntList  # noqa: Y015
+
+@_typing.final
 class RolloutGroup(_message.Message):
     """The n rollouts a policy sampled for one prompt."""
 
@@ -140,6 +184,7 @@ class RolloutGroup(_message.Message):
     RESPONSES_FIELD_NUMBER: _builtins.int
     QUALITY_FIELD_NUMBER: _builtins.int
     REFERENCE_FIELD_NUMBER: _builtins.int
+    RATINGS_FIELD_NUMBER: _builtins.int
     group_id: _builtins.str
     """Caller's id, echoed back."""
     prompt: _builtins.str
@@ -153,6 +198,10 @@ class RolloutGroup(_message.Message):
     def quality(self) -> Global___DoubleList:
         """Caller-supplied quality, one per response; unset = verifier or reward model."""
 
+    @_builtins.property
+    def ratings(self) -> Global___IntList:
+        """The caller's NoveltyBench rating (1..10) per response; unset = from quality."""
+
     def __init__(
         self,
         *,
@@ -161,10 +210,11 @@ class RolloutGroup(_message.Message):
         responses: _abc.Iterable[_builtins.str] | None = ...,
         quality: Global___DoubleList | None = ...,
         reference: _builtins.str | None = ...,
+        ratings: Global___IntList | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_group_id", b"_group_id", "_reference", b"_reference", "group_id", b"group_id", "quality", b"quality", "reference", b"reference"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_group_id", b"_group_id", "_reference", b"_reference", "group_id", b"group_id", "quality", b"quality", "ratings", b"ratings", "reference", b"reference"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_group_id", b"_group_id", "_reference", b"_reference", "group_id", b"group_id", "prompt", b"prompt", "quality", b"quality", "reference", b"reference", "responses", b"responses"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_group_id", b"_group_id", "_reference", b"_reference", "group_id", b"group_id", "prompt", b"prompt", "quality", b"quality", "ratings", b"ratings", "reference", b"reference", "responses", b"responses"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__group_id: _TypeAlias = _typing.Literal["group_id"]  # noqa: Y015
     _WhichOneofArgType__group_id: _TypeAlias = _typing.Literal["_group_id", b"_group_id"]  # noqa: Y015
@@ -366,6 +416,10 @@ class GroupReward(_message.Message):
     CACHE_FIELD_NUMBER: _builtins.int
     TRUNCATED_FIELD_NUMBER: _builtins.int
     NOTES_FIELD_NUMBER: _builtins.int
+    DISTINCT_FIELD_NUMBER: _builtins.int
+    UTILITY_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_CLASSES_FIELD_NUMBER: _builtins.int
+    RATINGS_FIELD_NUMBER: _builtins.int
     group_id: _builtins.str
     n: _builtins.int
     n_classes: _builtins.int
@@ -378,6 +432,14 @@ class GroupReward(_message.Message):
     quality_model: _builtins.str
     truncated: _builtins.int
     """Rollouts the classifier saw truncated."""
+    distinct: _builtins.int
+    """NoveltyBench's metrics (SPEC section 6).
+    Number of classes (= n_classes).
+    """
+    utility: _builtins.float
+    """Patience-weighted utility, p = 0.8, on the ratings' 1..10 scale."""
+    effective_classes: _builtins.float
+    """exp(entropy of the class sizes)."""
     @_builtins.property
     def classes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Class id per rollout, numbered by first appearance."""
@@ -394,6 +456,10 @@ class GroupReward(_message.Message):
     def cache(self) -> Global___CacheStats: ...
     @_builtins.property
     def notes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def ratings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """u_i per rollout."""
+
     def __init__(
         self,
         *,
@@ -413,10 +479,14 @@ class GroupReward(_message.Message):
         cache: Global___CacheStats | None = ...,
         truncated: _builtins.int = ...,
         notes: _abc.Iterable[_builtins.str] | None = ...,
+        distinct: _builtins.int = ...,
+        utility: _builtins.float = ...,
+        effective_classes: _builtins.float = ...,
+        ratings: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_group_id", b"_group_id", "cache", b"cache", "decided_by", b"decided_by", "group_id", b"group_id", "judgements", b"judgements"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_group_id", b"_group_id", "algorithm", b"algorithm", "cache", b"cache", "classes", b"classes", "classifier", b"classifier", "decided_by", b"decided_by", "group_id", b"group_id", "judgements", b"judgements", "n", b"n", "n_classes", b"n_classes", "notes", b"notes", "quality_model", b"quality_model", "quality_source", b"quality_source", "rewards", b"rewards", "rollouts", b"rollouts", "threshold", b"threshold", "truncated", b"truncated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_group_id", b"_group_id", "algorithm", b"algorithm", "cache", b"cache", "classes", b"classes", "classifier", b"classifier", "decided_by", b"decided_by", "distinct", b"distinct", "effective_classes", b"effective_classes", "group_id", b"group_id", "judgements", b"judgements", "n", b"n", "n_classes", b"n_classes", "notes", b"notes", "quality_model", b"quality_model", "quality_source", b"quality_source", "ratings", b"ratings", "rewards", b"rewards", "rollouts", b"rollouts", "threshold", b"threshold", "truncated", b"truncated", "utility", b"utility"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__group_id: _TypeAlias = _typing.Literal["group_id"]  # noqa: Y015
     _WhichOneofArgType__group_id: _TypeAlias = _typing.Literal["_group_id", b"_group_id"]  # noqa: Y015
