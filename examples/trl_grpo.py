@@ -1,6 +1,6 @@
 """GRPO with TRL on DARLING rewards (quality x semantic diversity). Start the service (`make serve`), then
-    python examples/trl_grpo.py POLICY                        # a causal LM with a chat template: hub id or folder
-    torchrun --nproc_per_node 2 examples/trl_grpo.py POLICY   # groups may span processes: the service joins them
+python examples/trl_grpo.py POLICY                        # a causal LM with a chat template: hub id or folder
+torchrun --nproc_per_node 2 examples/trl_grpo.py POLICY   # groups may span processes: the service joins them
 """
 
 import argparse
