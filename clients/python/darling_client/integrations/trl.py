@@ -1,6 +1,7 @@
-"""TRL `GRPOTrainer` reward functions (convention of TRL 0.2x: `reward_funcs` entries are called as
-`f(prompts=..., completions=..., completion_ids=..., **dataset_columns, trainer_state=...)`, sync or
-`async def`, and return one float per completion).
+"""TRL `GRPOTrainer` reward functions (run for real with TRL 1.16, tests/e2e/test_trl_grpo.py; the call of 0.2x
+too: `reward_funcs` entries are called as `f(prompts=..., completions=..., completion_ids=...,
+**dataset_columns, trainer_state=..., log_extra=..., log_metric=...)`, sync or `async def`, and return one
+float per completion).
 
     from darling_client.integrations.trl import darling_reward_func
     reward = darling_reward_func(num_generations=8, quality=my_quality_fn)   # or reference_column="solution"
