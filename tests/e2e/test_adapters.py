@@ -1,7 +1,7 @@
 """One GRPO-style step through each trainer adapter, driven the way that trainer calls it, against a real
-server; every reward must equal a direct POST /v1/rewards on the same groups. No trainer package installs
-here without CUDA torch, so each test reproduces the trainer's documented call (see the adapter docstrings
-for the version whose convention it follows)."""
+server; every reward must equal a direct POST /v1/rewards on the same groups. Each test reproduces the
+trainer's documented call (see the adapter docstrings for the version whose convention it follows); TRL also
+trains for real in test_trl_grpo.py, the others do not install here without CUDA."""
 
 from __future__ import annotations
 

@@ -233,3 +233,24 @@ def make_tiny_llama_reward_model(path: str | Path, chat_template: bool = True) -
     )
     torch.manual_seed(SEED)
     return _save_model(LlamaForSequenceClassification(config), tokenizer, Path(path))
+
+
+def make_tiny_llama_policy(path: str | Path) -> Path:
+    """A 2-layer LlamaForCausalLM (hidden 32) with the Llama-style tokenizer and its chat template: a GRPO policy."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = make_llama_tokenizer(chat_template=True)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(SEED)
+    return _save_model(LlamaForCausalLM(config), tokenizer, Path(path))

@@ -1,6 +1,7 @@
-"""TRL `GRPOTrainer` reward functions (convention of TRL 0.2x: `reward_funcs` entries are called as
-`f(prompts=..., completions=..., completion_ids=..., **dataset_columns, trainer_state=...)`, sync or
-`async def`, and return one float per completion).
+"""TRL `GRPOTrainer` reward functions (run for real with TRL 1.16, tests/e2e/test_trl_grpo.py; the call of 0.2x
+too: `reward_funcs` entries are called as `f(prompts=..., completions=..., completion_ids=...,
+**dataset_columns, trainer_state=..., log_extra=..., log_metric=...)`, sync or `async def`, and return one
+float per completion).
 
     from darling_client.integrations.trl import darling_reward_func
     reward = darling_reward_func(num_generations=8, quality=my_quality_fn)   # or reference_column="solution"
@@ -79,6 +80,36 @@ class TRLRewardState:
         return rank, world
 
 
+def _group_size(state: TRLRewardState, kwargs: dict[str, Any]) -> int:
+    """This call's group size: TRL's own when the trainer is reachable, else the configured one.
+
+    TRL >= 1.x passes its bound `_log_metric`, hence the trainer, whose `model.training` picks between
+    `num_generations` and `num_generations_eval` exactly as GRPOTrainer does. Without this, an evaluation with
+    `num_generations_eval` != `num_generations` would silently score groups that mix prompts."""
+    trainer = getattr(kwargs.get("log_metric"), "__self__", None)
+    train_n = getattr(trainer, "num_generations", None)
+    eval_n = getattr(trainer, "num_generations_eval", None)
+    model = getattr(trainer, "model", None)
+    if not (isinstance(train_n, int) and isinstance(eval_n, int) and model is not None):
+        return state.num_generations
+    if train_n != state.num_generations:
+        raise ValueError(
+            f"num_generations={state.num_generations} for the DARLING reward function but GRPOConfig has "
+            f"num_generations={train_n}: they must be the same (a group is one prompt's completions)"
+        )
+    return train_n if getattr(model, "training", True) else eval_n
+
+
+def _check_groups(ptexts: list[str], members: dict[int, list[int]], n: int) -> None:
+    """Every group answers one prompt; if not, the group size is not TRL's (older TRL, other callers)."""
+    for g, ix in members.items():
+        if len({ptexts[i] for i in ix}) > 1:
+            raise ValueError(
+                f"completions {ix[0]}..{ix[-1]} of group {g} (num_generations={n}) answer different prompts: "
+                "the reward function's num_generations must equal the trainer's (num_generations_eval when evaluating)"
+            )
+
+
 async def _qualities(
     quality: QualityFn | None, prompts: list[Any], completions: list[Any], kwargs: dict[str, Any]
 ) -> list[float] | None:
@@ -107,7 +138,7 @@ async def trl_rewards(
     options: OptionsLike = None,
 ) -> list[float]:
     """The rewards of one process's slice of a GRPO batch (the body of both reward functions)."""
-    n = state.num_generations
+    n = _group_size(state, kwargs)
     local = len(completions)
     if local == 0:
         return []
@@ -126,6 +157,7 @@ async def trl_rewards(
     members: dict[int, list[int]] = {}
     for i in range(local):
         members.setdefault((start + i) // n, []).append(i)
+    _check_groups(ptexts, members, n)
     whole = {g: ix for g, ix in members.items() if len(ix) == n}
     cut = {g: ix for g, ix in members.items() if len(ix) != n}
 
