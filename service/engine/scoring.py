@@ -144,10 +144,33 @@ class Scorer:
             [f"groups[{gi}].quality"],
         )
 
+    def admit(self, req: RewardRequest) -> None:
+        """Refuse (503 with Retry-After) while a model this request needs has a full queue: before any
+        tokenization, cache round trip or planner round spends work on a request that would fail anyway.
+        Each group needs at least one item of each model it uses (unless cached: a full queue is overload)."""
+        need: dict[int, tuple[Batcher, int]] = {}
+
+        def add(model: Model | None, n: int) -> None:
+            if model is not None:
+                b = model.batcher
+                need[id(b)] = (b, need.get(id(b), (b, 0))[1] + n)
+
+        add(self.classifier, sum(1 for g in req.groups if len(g.responses) > 1))
+        for gi, g in enumerate(req.groups):
+            source = self.quality_source(g, gi)
+            add(self.verifier if source == "verifier" else self.reward_model if source == "reward-model" else None, 1)
+        try:
+            for b, n in need.values():
+                if n:
+                    b.admit(n)
+        except Overloaded as exc:
+            raise ServiceOverloaded(str(exc), exc.retry_after_s) from None
+
     # ---- scoring --------------------------------------------------------------------------------------
 
     async def score(self, req: RewardRequest) -> RewardResponse:
         self.check(req)
+        self.admit(req)
         started = time.perf_counter()
         # One cache view for the whole request: one remote read for every group's keys, one write at the end.
         cache = self.cache.request() if req.options.cache else None
@@ -197,6 +220,7 @@ class Scorer:
         """(index, group) as each group finishes, for streaming transports; same checks, deadline and errors
         as score(). Closing the iterator early cancels the groups still running."""
         self.check(req)
+        self.admit(req)
         loop = asyncio.get_running_loop()
         deadline = None if req.options.deadline_ms is None else loop.time() + req.options.deadline_ms / 1000.0
         index: dict[asyncio.Future[GroupReward], int] = {
