@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.ops import metrics
+from service.ops.admission import Admission
 from service.ops.logging import request_id_var
 from service.ops.security import ApiKeys
 from service.settings import Settings
@@ -28,9 +29,7 @@ log = logging.getLogger("service.access")
 
 HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
 METRICS_PATH = "/metrics"
-# Calls that mostly wait for other calls (the rest of their group) rather than compute. Counting them against
-# the in-flight bound could fill every slot with waiters whose group-mates are refused: a deadlock. Their own
-# bounds are DARLING_GROUP_MAX_OPEN and the batch queues.
+# Group assembly: exempt from the in-flight bound (see service/ops/admission.py).
 ASSEMBLY_PATHS = frozenset({"/v1/rollouts", "/v1/openrlhf"})
 # A client's id is kept only if it cannot forge log lines or blow up label sets.
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
@@ -53,7 +52,8 @@ class OperationsMiddleware:
         self.settings = settings
         self.state = state
         self.keys = ApiKeys(settings.keys)
-        self.inflight = 0
+        # The app's limiter, shared with gRPC; a bare middleware (no app factory) bounds HTTP alone.
+        self.admission: Admission = getattr(state, "admission", None) or Admission(settings.max_inflight_requests)
         self._routes: frozenset[str] | None = None
 
     # ---- helpers ---------------------------------------------------------------------------------------------
@@ -106,16 +106,9 @@ class OperationsMiddleware:
             return self._error(
                 503, "not_ready", "the service is shutting down; retry on another replica", rid, {"Retry-After": "1"}
             )
-        if path not in ASSEMBLY_PATHS and self.inflight >= self.settings.max_inflight_requests:
+        if path not in ASSEMBLY_PATHS and self.admission.full:
             metrics.HTTP_REJECTED.labels("too_many_requests").inc()
-            return self._error(
-                429,
-                "too_many_requests",
-                f"{self.inflight} requests are in progress, the limit of this replica "
-                f"(DARLING_MAX_INFLIGHT_REQUESTS={self.settings.max_inflight_requests}); retry shortly",
-                rid,
-                {"Retry-After": "1"},
-            )
+            return self._error(429, "too_many_requests", self.admission.refusal(), rid, {"Retry-After": "1"})
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.settings.max_body_bytes:
             return self._too_large(rid)
@@ -179,7 +172,7 @@ class OperationsMiddleware:
                 await self.app(scope, receive, send_with_id)
                 return
             if path not in ASSEMBLY_PATHS:
-                self.inflight += 1
+                self.admission.enter()
                 counted = True
                 metrics.HTTP_INFLIGHT.inc()
             try:
@@ -200,7 +193,7 @@ class OperationsMiddleware:
             raise
         finally:
             if counted:
-                self.inflight -= 1
+                self.admission.leave()
                 metrics.HTTP_INFLIGHT.dec()
             elapsed = time.perf_counter() - started
             route = self._route(scope)
