@@ -1,5 +1,5 @@
 """The ASGI middleware in front of every route: request ids, API keys, draining, the in-flight bound, the body
-size limit, the access log and the HTTP metrics.
+size limit, cancelling the work of a client that hung up, the access log and the HTTP metrics.
 
 It is plain ASGI rather than a Starlette BaseHTTPMiddleware so that it costs one function call per request and
 never buffers a response. Refusals are answered here, before any work, in the same ErrorBody JSON as the routes.
@@ -183,7 +183,11 @@ class OperationsMiddleware:
             if body is None:
                 outcome = "client_gone"
                 return
-            await self.app(scope, _replay(body, receive), send_with_id)
+            if path in ASSEMBLY_PATHS:
+                # A stored rollout belongs to its group, not to the connection that brought it: left running.
+                await self.app(scope, _replay(body, receive), send_with_id)
+            elif not await _cancel_on_disconnect(self.app, scope, body, receive, send_with_id):
+                outcome = "client_gone"
         except asyncio.CancelledError:
             outcome = "cancelled"
             raise
@@ -221,6 +225,48 @@ class OperationsMiddleware:
             "outcome": outcome,
         }
         log.log(level, "%s %s %s", method, path[:200], status, extra=extra)
+
+
+async def _cancel_on_disconnect(app: ASGIApp, scope: Scope, body: list[Message], receive: Receive, send: Send) -> bool:
+    """Run the app on the buffered body while watching the connection; True when it answered, False when the
+    client hung up first. Then the app's work is cancelled, which releases its queued model items (a batcher
+    drops an item nobody waits for before it costs a forward). The middleware reads the connection from here
+    on; the app's receive hands out the body, then the disconnect when it comes."""
+    gone: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+    pending = list(body)
+    answered = False
+
+    async def app_receive() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await asyncio.shield(gone)
+
+    async def app_send(message: Message) -> None:
+        nonlocal answered
+        await send(message)
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            answered = True
+
+    async def watch() -> None:
+        while (message := await receive())["type"] != "http.disconnect":
+            pass
+        gone.set_result(message)
+
+    task = asyncio.ensure_future(app(scope, app_receive, app_send))
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        # A server reports the end of a connection once the response is complete, too: that is no hang-up.
+        if not task.done() and not answered:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            return False
+        await task
+        return True
+    finally:
+        for t in (task, watcher):
+            t.cancel()
+        await asyncio.gather(task, watcher, return_exceptions=True)
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:
