@@ -23,7 +23,6 @@ from typing import Any, TypeVar
 
 import httpx
 
-from darling_client._tasks import bounded
 from darling_client.errors import RETRYABLE, APIError, ConnectionFailed, RequestNotSent
 from darling_client.schemas import (
     GroupReward,
@@ -37,6 +36,7 @@ from darling_client.schemas import (
     RolloutsRequest,
     RolloutsResponse,
 )
+from darling_client.tasks import bounded
 from darling_client.transport import HttpTransport, Operation, Transport
 
 T = TypeVar("T")
