@@ -14,6 +14,7 @@ from service.api import errors, openrlhf, rollouts, runs
 from service.api.routes import router
 from service.engine.engine import Engine
 from service.ops import metrics
+from service.ops.admission import Admission
 from service.ops.middleware import OperationsMiddleware
 from service.settings import Settings
 
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     engine,
                     draining=lambda: bool(app.state.draining),
                     assembler=lambda: rollouts.app_assembler(app.state),
+                    admission=app.state.admission,
                 )
                 app.state.grpc_port = await grpc_server.start()
             yield
@@ -61,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.draining = False
+    app.state.admission = Admission(settings.max_inflight_requests)  # one in-flight bound for HTTP and gRPC
     app.state.batch_metrics = metrics.BatchMetrics(lambda: getattr(getattr(app.state, "engine", None), "batchers", []))
     errors.install(app)
     app.include_router(router)

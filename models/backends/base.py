@@ -38,10 +38,9 @@ class PairClassifier(Backend, Protocol):
 
     default_threshold: float
 
-    def encode_pair(self, a: str, b: str) -> Encoded: ...
-
-    def truncates(self, text: str) -> bool:
-        """Whether this text, on either side of a pair, is cut before the model reads it."""
+    def encode_pair(self, a: str, b: str) -> Encoded:
+        """The model input for a pair; `truncated` says which side the encoding cut (the service reports
+        exactly this, so it must cover every cut: per side and whole input)."""
         ...
 
 

@@ -1,16 +1,20 @@
 """One batcher per model: a queue shared by every caller, packed into padded forwards off the event loop.
 
-Items from all requests (and every round of every group in flight) join one queue. When the model is free,
-the batcher takes the oldest waiting item and fills the batch with the items closest to it in length, up to
-a budget of padded tokens (longest row x rows) and a row cap. Anchoring on the oldest item bounds how long
-any item waits; choosing neighbours by length keeps padding small. A partial batch waits at most
-`max_wait_ms` for company, and only while the model is idle: a busy model's queue is its company.
+Items from all requests (and every round of every group in flight) join one queue, in arrival order. When the
+model is free, the batcher takes the oldest waiting item and fills the batch with the items closest to it in
+length among the oldest `window` items, up to a budget of padded tokens (longest row x rows) and a row cap.
+Anchoring on the oldest item bounds how long any item waits; choosing neighbours by length keeps padding
+small; the window keeps the event loop's cost per forward O(window log window) however deep the queue
+(100,000 items under overload), where sorting the whole queue would cost O(N log N) per forward. A partial
+batch waits at most `max_wait_ms` for company, and only while the model is idle: a busy model's queue is its
+company.
 The forward runs in a dedicated thread, so the event loop keeps serving.
 
 Identical keys in flight are computed once and shared. Every queued item counts its waiters; a caller that
 is cancelled (deadline, disconnect, a sibling group's failure) releases its items, and an item nobody waits
 for any more leaves the queue before it costs a forward. An item already in a running forward is finished
-and its result dropped.
+and its result dropped. A released item is only marked (the queue is a deque; removing from its middle would
+cost O(N)): takes skip it, and the queue is compacted when such items outnumber the live ones.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import contextlib
 import functools
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -52,6 +57,7 @@ class BatchStats:
     cancelled: int = 0  # items dropped from the queue because nobody waited for them any more
     rejected: int = 0  # items refused because the queue was full
     peak_depth: int = 0
+    examined: int = 0  # queue items looked at while choosing batches: the event loop's cost of packing
 
     @property
     def padding_share(self) -> float:
@@ -94,7 +100,10 @@ class Batcher:
         max_wait_ms: float = 2.0,
         max_queue_depth: int = 100_000,
         observer: BatchObserver | None = None,
+        window: int | None = None,
     ) -> None:
+        """`window`: how many of the oldest queued items a batch is chosen from (default: 4 batches' rows,
+        at least 256), enough neighbours by length to keep padding small, few enough to stay cheap."""
         self.backend = backend
         self.name = name
         self.max_batch_tokens = max_batch_tokens
@@ -103,10 +112,13 @@ class Batcher:
         self.max_queue_depth = max_queue_depth
         self.stats = BatchStats()
         self._observer = observer
-        self._pending: list[_Item] = []
+        self._pending: deque[_Item] = deque()  # arrival order; may hold released items, see _release
+        self._live = 0  # queued items somebody still waits for
+        self._released = 0  # released items still in the deque
         self._pending_cost = 0
         self._inflight: dict[str, _Item] = {}
         self._running: list[_Item] = []
+        self.window = window if window is not None else max(256, 4 * max_batch_rows)
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batcher-{name}")
         self._task: asyncio.Task[None] | None = None
@@ -118,7 +130,7 @@ class Batcher:
     @property
     def depth(self) -> int:
         """Items waiting for a forward (not counting the one running)."""
-        return len(self._pending)
+        return self._live
 
     @property
     def inflight_keys(self) -> int:
@@ -155,10 +167,7 @@ class Batcher:
             self.start()
         if self._closing or self._task is None or self._task.done():
             raise Overloaded(self.name, 1.0)
-        # An empty queue admits any submission, so one oversized request is served rather than refused forever.
-        if self.depth and self.depth + len(items) > self.max_queue_depth:
-            self.stats.rejected += len(items)
-            raise Overloaded(self.name, self.retry_after_s())
+        self.admit(len(items))
         mine = self._enqueue(items, keys)
         self._wakeup.set()
         unique = list({id(it): it for it in mine}.values())
@@ -173,6 +182,17 @@ class Batcher:
         if errors:
             raise errors[0]
         return [it.future.result() for it in mine]
+
+    def admits(self, n: int) -> bool:
+        """Whether `n` more items fit. An empty queue admits any number, so one oversized request is served
+        rather than refused forever."""
+        return not self.depth or self.depth + n <= self.max_queue_depth
+
+    def admit(self, n: int) -> None:
+        """Raise Overloaded unless `n` more items fit (callers check before spending work on a request)."""
+        if not self.admits(n):
+            self.stats.rejected += n
+            raise Overloaded(self.name, self.retry_after_s())
 
     def _enqueue(self, items: Sequence[Encoded], keys: Sequence[str | None] | None) -> list[_Item]:
         loop = asyncio.get_running_loop()
@@ -190,24 +210,30 @@ class Batcher:
                 self._inflight[key] = item
                 item.future.add_done_callback(functools.partial(self._forget, key, item))
             self._pending.append(item)
+            self._live += 1
             self._pending_cost += enc.cost
             mine.append(item)
         self.stats.submitted += len(items)
-        self.stats.peak_depth = max(self.stats.peak_depth, len(self._pending))
+        self.stats.peak_depth = max(self.stats.peak_depth, self._live)
         return mine
 
     def _release(self, mine: list[_Item]) -> None:
         """A caller gave up: drop the queued items nobody else waits for."""
-        dropped = False
         for it in mine:
             it.waiters -= 1
             if it.waiters <= 0 and not it.future.done() and not it.running:
-                it.future.cancel()
+                it.future.cancel()  # a cancelled future is what takes skip
                 self.stats.cancelled += 1
-                dropped = True
-        if dropped:
-            self._pending = [it for it in self._pending if not it.future.done()]
-            self._pending_cost = sum(it.enc.cost for it in self._pending)
+                self._live -= 1
+                self._released += 1
+                self._pending_cost -= it.enc.cost
+        if not self._live:
+            self._pending.clear()
+            self._released = 0
+        elif self._released > max(self.window, self._live):
+            # Amortized O(1) per release: this pass removes more items than the live ones it keeps.
+            self._pending = deque(it for it in self._pending if not it.future.done())
+            self._released = 0
 
     def _forget(self, key: str, item: _Item, _fut: asyncio.Future[float]) -> None:
         if self._inflight.get(key) is item:
@@ -215,9 +241,24 @@ class Batcher:
 
     # ---- the worker --------------------------------------------------------------------------------------
 
+    def _head(self) -> _Item:
+        """The oldest live item (there must be one); released items in front of it leave the deque."""
+        while self._pending[0].future.done():
+            self._pending.popleft()
+            self._released -= 1
+        return self._pending[0]
+
     def _take_batch(self) -> list[_Item]:
-        anchor = self._pending[0]
-        rest = self._pending[1:]
+        # The oldest `window` live items leave the deque; those not chosen go back in front, in their order.
+        window: list[_Item] = []
+        while self._pending and len(window) < self.window:
+            it = self._pending.popleft()
+            self.stats.examined += 1
+            if it.future.done():
+                self._released -= 1
+            else:
+                window.append(it)
+        anchor, rest = window[0], window[1:]
         by_closeness = sorted(range(len(rest)), key=lambda k: abs(rest[k].enc.cost - anchor.enc.cost))
         batch = [anchor]
         width = max(1, anchor.enc.cost)
@@ -231,7 +272,8 @@ class Batcher:
             batch.append(rest[k])
             chosen.add(k)
             width = w
-        self._pending = [it for k, it in enumerate(rest) if k not in chosen]
+        self._pending.extendleft(reversed([it for k, it in enumerate(rest) if k not in chosen]))
+        self._live -= len(batch)
         self._pending_cost -= sum(it.enc.cost for it in batch)
         batch.sort(key=lambda it: it.enc.cost)
         for it in batch:
@@ -239,22 +281,22 @@ class Batcher:
         return batch
 
     def _ready_to_dispatch(self) -> bool:
-        if not self._pending:
+        if not self._live:
             return False
-        if self._closing or len(self._pending) >= self.max_batch_rows or self._pending_cost >= self._token_cap:
+        if self._closing or self._live >= self.max_batch_rows or self._pending_cost >= self._token_cap:
             return True
-        return time.perf_counter() - self._pending[0].enqueued >= self.max_wait_s
+        return time.perf_counter() - self._head().enqueued >= self.max_wait_s
 
     async def _loop(self) -> None:
         while True:
-            if not self._pending:
+            if not self._live:
                 if self._closing:
                     return
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
             if not self._ready_to_dispatch():
-                wait = self.max_wait_s - (time.perf_counter() - self._pending[0].enqueued)
+                wait = self.max_wait_s - (time.perf_counter() - self._head().enqueued)
                 self._wakeup.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), timeout=max(wait, 0.0))
@@ -321,7 +363,8 @@ class Batcher:
             failure = exc if exc is not None else Overloaded(self.name, 1.0)
             for it in [*self._running, *self._pending, *self._inflight.values()]:
                 self._settle(it, exc=failure)
-            self._pending = []
+            self._pending.clear()
+            self._live = self._released = 0
             self._pending_cost = 0
 
     def _run_split(self, items: list[Encoded]) -> list[float]:

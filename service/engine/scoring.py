@@ -28,7 +28,14 @@ from models.novelty import DEFAULT_CUTS, group_novelty
 from models.partition import Pair, make_planner
 from models.reward import group_rewards
 from models.rules import decide_by_rules
-from service.cache.keys import pair_key_hashed, quality_key, text_hash, truncation_key
+from service.cache.keys import (
+    pair_key_hashed,
+    quality_key,
+    text_hash,
+    truncation_bits,
+    truncation_flags,
+    truncation_key,
+)
 from service.cache.tiers import Lookup, RequestCache, TieredCache
 from service.engine.batching import Batcher, Overloaded
 from service.engine.concurrency import gather_or_cancel
@@ -149,10 +156,33 @@ class Scorer:
             [f"groups[{gi}].quality"],
         )
 
+    def admit(self, req: RewardRequest) -> None:
+        """Refuse (503 with Retry-After) while a model this request needs has a full queue: before any
+        tokenization, cache round trip or planner round spends work on a request that would fail anyway.
+        Each group needs at least one item of each model it uses (unless cached: a full queue is overload)."""
+        need: dict[int, tuple[Batcher, int]] = {}
+
+        def add(model: Model | None, n: int) -> None:
+            if model is not None:
+                b = model.batcher
+                need[id(b)] = (b, need.get(id(b), (b, 0))[1] + n)
+
+        add(self.classifier, sum(1 for g in req.groups if len(g.responses) > 1))
+        for gi, g in enumerate(req.groups):
+            source = self.quality_source(g, gi)
+            add(self.verifier if source == "verifier" else self.reward_model if source == "reward-model" else None, 1)
+        try:
+            for b, n in need.values():
+                if n:
+                    b.admit(n)
+        except Overloaded as exc:
+            raise ServiceOverloaded(str(exc), exc.retry_after_s) from None
+
     # ---- scoring --------------------------------------------------------------------------------------
 
     async def score(self, req: RewardRequest) -> RewardResponse:
         self.check(req)
+        self.admit(req)
         started = time.perf_counter()
         # One cache view for the whole request: one remote read for every group's keys, one write at the end.
         cache = self.cache.request() if req.options.cache else None
@@ -180,9 +210,9 @@ class Scorer:
         return RewardResponse(groups=groups, elapsed_ms=(time.perf_counter() - started) * 1000.0)
 
     def _cache_keys(self, groups: Sequence[RolloutGroup]) -> Iterator[str]:
-        """Every key the groups may ask, most likely first: quality keys and truncation flags, then pairs in
-        planner-round order (distance 1 first), interleaved over groups, so a capped prefetch covers every group's
-        first rounds."""
+        """Every key the groups may ask, most likely first: quality keys, then pairs (each judgement with its
+        truncation flags) in planner-round order (distance 1 first), interleaved over groups, so a capped
+        prefetch covers every group's first rounds."""
         for gi, g in enumerate(groups):
             source = self.quality_source(g, gi)
             model = self.verifier if source == "verifier" else self.reward_model if source == "reward-model" else None
@@ -191,17 +221,18 @@ class Scorer:
                 yield from (quality_key(fp, g.prompt, r, g.reference) for r in g.responses)
         fp = self.clf.fingerprint
         hashes = [[text_hash(t) for t in g.responses] for g in groups]
-        yield from (truncation_key(fp, x) for h in hashes for x in h)
         for d in range(1, max((len(h) for h in hashes), default=0)):
             for h in hashes:
                 for i in range(len(h) - d):
                     if h[i] != h[i + d]:  # identical texts are settled by a rule, never cached
                         yield pair_key_hashed(fp, h[i], h[i + d])
+                        yield truncation_key(fp, h[i], h[i + d])
 
     async def score_each(self, req: RewardRequest) -> AsyncIterator[tuple[int, GroupReward]]:
         """(index, group) as each group finishes, for streaming transports; same checks, deadline and errors
         as score(). Closing the iterator early cancels the groups still running."""
         self.check(req)
+        self.admit(req)
         loop = asyncio.get_running_loop()
         deadline = None if req.options.deadline_ms is None else loop.time() + req.options.deadline_ms / 1000.0
         index: dict[asyncio.Future[GroupReward], int] = {
@@ -324,18 +355,19 @@ class Scorer:
         encode: Any,
         cache: RequestCache | None,
         stats: _GroupStats,
-    ) -> tuple[dict[str, float], list[Encoded]]:
-        """Scores by key: cache first, the model for the misses (each unique key once), cache refilled."""
+    ) -> tuple[dict[str, float], dict[str, Encoded]]:
+        """Scores by key: cache first, the model for the misses (each unique key once), cache refilled. Also
+        the encodings of the misses, by key: what the model read."""
         found: dict[str, float] = {}
         if cache is not None:
             lookup = await cache.get_many(keys)
             stats.add_lookup(lookup)
             found.update(lookup.values)
         todo = [k for k in dict.fromkeys(keys) if k not in found]
-        encoded: list[Encoded] = []
+        encoded: dict[str, Encoded] = {}
         if todo:
-            encoded = await self._encode(encode, [make_args[k] for k in todo])
-            scores = await model.batcher.submit(encoded, todo)
+            encoded = dict(zip(todo, await self._encode(encode, [make_args[k] for k in todo]), strict=True))
+            scores = await model.batcher.submit(list(encoded.values()), todo)
             fresh = dict(zip(todo, scores, strict=True))
             found.update(fresh)
             if cache is not None:
@@ -343,20 +375,44 @@ class Scorer:
         return found, encoded
 
     async def _truncation(
-        self, clf: PairClassifier, texts: list[str], hashes: list[str], cache: RequestCache | None
+        self,
+        texts: Sequence[str],
+        hashes: list[str],
+        asked: list[tuple[str, int, int]],
+        seen: dict[str, dict[str, bool]],
+        cache: RequestCache | None,
     ) -> list[bool]:
-        """Whether the classifier cuts each text. Cached like judgements (it costs a tokenization), but not
-        counted in a group's cache stats, which are about judgements and quality scores."""
-        keys = [truncation_key(clf.fingerprint, h) for h in hashes]
-        known = (await cache.get_many(keys)).values if cache is not None and keys else {}
-        todo = [i for i, k in enumerate(keys) if k not in known]
-        if todo:
-            flags = await self._encode(lambda t: clf.truncates(t), [(texts[i],) for i in todo])
-            fresh = {keys[i]: float(bool(f)) for i, f in zip(todo, flags, strict=True)}
-            known = {**known, **fresh}
-            if cache is not None:
-                await cache.put_many(fresh)
-        return [known[k] > 0.5 for k in keys]
+        """Whether the classifier cut each rollout in a pair it judged (`asked`: judgement key and pair): the
+        flags its encoding reported (`seen`: by key, then text hash), and for a cached judgement the flags
+        saved with it. Only a cached judgement whose flags were evicted costs a tokenization (no forward)."""
+        clf = self.clf
+        flags = dict(seen)
+        pairs = {k: (i, j) for k, i, j in asked}
+        tkeys = {k: truncation_key(clf.fingerprint, hashes[i], hashes[j]) for k, (i, j) in pairs.items()}
+        wanted = [tkeys[k] for k in pairs if k not in flags]
+        known = (await cache.get_many(wanted)).values if cache is not None and wanted else {}
+        for k, (i, j) in pairs.items():
+            if k not in flags and tkeys[k] in known:
+                ta, tb = truncation_flags(known[tkeys[k]], hashes[i], hashes[j])
+                flags[k] = {hashes[i]: ta, hashes[j]: tb}
+        missing = [k for k in pairs if k not in flags]
+        if missing:
+            encoded = await self._encode(clf.encode_pair, [(texts[pairs[k][0]], texts[pairs[k][1]]) for k in missing])
+            for k, e in zip(missing, encoded, strict=True):
+                i, j = pairs[k]
+                flags[k] = {hashes[i]: e.truncated[0], hashes[j]: e.truncated[1]}
+        if cache is not None:
+            fresh = {}
+            for k, (i, j) in pairs.items():
+                if tkeys[k] not in known:
+                    ha, hb = hashes[i], hashes[j]
+                    fresh[tkeys[k]] = truncation_bits(ha, flags[k][ha], hb, flags[k][hb])
+            await cache.put_many(fresh)
+        cut = [False] * len(texts)
+        for k, i, j in asked:
+            cut[i] = cut[i] or flags[k][hashes[i]]
+            cut[j] = cut[j] or flags[k][hashes[j]]
+        return cut
 
     async def _quality(
         self, g: RolloutGroup, source: str, stats: _GroupStats, cache: RequestCache | None
@@ -381,7 +437,8 @@ class Scorer:
         planner = make_planner(opts.partition, n)
         threshold = self._threshold(opts)
         clf = self.clf
-        consulted: set[int] = set()
+        asked: list[tuple[str, int, int]] = []  # every pair the classifier judged, with its key
+        seen: dict[str, dict[str, bool]] = {}  # judgement key -> text hash -> whether its encoding cut that text
         while not planner.done:
             pairs = planner.next_pairs()
             results: dict[Pair, bool] = {}
@@ -404,13 +461,14 @@ class Scorer:
                 stats.judgements.cached += len(need) - len(encoded)
                 for k, (i, j) in zip(keys, need, strict=True):
                     results[(i, j)] = scores[k] > threshold
-                consulted.update(x for pair in need for x in pair)
+                    asked.append((k, i, j))
+                # `args` kept the last pair of a repeated key, and so does this: the pair that was encoded.
+                encoded_pair = dict(zip(keys, need, strict=True))
+                for k, e in encoded.items():
+                    i, j = encoded_pair[k]
+                    seen[k] = {hashes[i]: e.truncated[0], hashes[j]: e.truncated[1]}
             planner.feed(results)
         stats.judgements.skipped = planner.skipped
         # Only rollouts the classifier actually read can have been truncated by it.
-        order = sorted(consulted)
-        flags = await self._truncation(clf, [texts[i] for i in order], [hashes[i] for i in order], cache)
-        truncated = [False] * n
-        for i, flag in zip(order, flags, strict=True):
-            truncated[i] = bool(flag)
+        truncated = await self._truncation(texts, hashes, asked, seen, cache)
         return _Partition(classes=planner.classes(), truncated=truncated)

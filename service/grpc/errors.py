@@ -26,6 +26,7 @@ STATUS_CODES: dict[int, grpc.StatusCode] = {
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
     422: grpc.StatusCode.INVALID_ARGUMENT,
     429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    501: grpc.StatusCode.UNIMPLEMENTED,
     503: grpc.StatusCode.UNAVAILABLE,
     504: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
@@ -40,6 +41,15 @@ class TooManyRequests(RequestError):
     def __init__(self, detail: str, retry_after_s: float = 1.0) -> None:
         super().__init__(detail)
         self.retry_after_s = retry_after_s
+
+
+class NotServed(RequestError):
+    """A method this server does not serve in its configuration (a GrpcServer built without an assembler).
+    UNIMPLEMENTED, not INVALID_ARGUMENT (nothing in the request is wrong) nor FAILED_PRECONDITION (no state of
+    this server will change it): clients treat it as "not here", never retried, as for an unknown method."""
+
+    status = 501
+    code = "not_served"
 
 
 @dataclass(frozen=True)

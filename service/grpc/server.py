@@ -22,6 +22,7 @@ from service.assembly.assembler import Assembler
 from service.engine.engine import Engine
 from service.grpc.auth import BearerAuth
 from service.grpc.servicer import SERVICE, RewardServicer
+from service.ops.admission import Admission
 from service.ops.security import ApiKeys
 from service.settings import Settings
 
@@ -63,12 +64,15 @@ class GrpcServer:
         engine: Engine,
         draining: Callable[[], bool] = lambda: False,
         assembler: Callable[[], Assembler] | None = None,
+        admission: Admission | None = None,
     ) -> None:
-        """`assembler`: the app's group assembler (shared with POST /v1/rollouts); None = SubmitRollouts refused."""
+        """`assembler`: the app's group assembler (shared with POST /v1/rollouts); None = SubmitRollouts refused.
+        `admission`: the app's in-flight bound, shared with HTTP; None = one of its own."""
         self.settings = settings
         self.engine = engine
         self.draining = draining
         self.assembler = assembler
+        self.admission = admission or Admission(settings.max_inflight_requests)
         self.port: int | None = None
         self.health = LiveHealth(self.serving)
         self._stopping = False
@@ -85,7 +89,7 @@ class GrpcServer:
             options=[("grpc.max_receive_message_length", s.max_body_bytes), ("grpc.max_send_message_length", -1)],
         )
         reward_pb2_grpc.add_RewardServiceServicer_to_server(
-            RewardServicer(s, self.engine, self.draining, self.assembler), server
+            RewardServicer(s, self.engine, self.draining, self.assembler, self.admission), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

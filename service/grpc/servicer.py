@@ -22,8 +22,9 @@ from service.assembly.assembler import Assembler
 from service.engine.engine import Engine
 from service.engine.scoring import Scorer
 from service.errors import RequestError
-from service.grpc.errors import GrpcError, TooManyRequests, internal, to_grpc
+from service.grpc.errors import GrpcError, NotServed, TooManyRequests, internal, to_grpc
 from service.ops import metrics
+from service.ops.admission import Admission
 from service.ops.logging import request_id_var
 from service.ops.middleware import request_id
 from service.settings import Settings
@@ -54,40 +55,38 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
         engine: Engine,
         draining: Callable[[], bool],
         assembler: Callable[[], Assembler] | None = None,
+        admission: Admission | None = None,
     ) -> None:
+        """`admission`: the in-flight bound shared with HTTP (service/ops/admission.py)."""
         self.settings = settings
         self.engine = engine
         self.draining = draining
         self.assembler = assembler
-        self.inflight = 0
+        self.admission = admission or Admission(settings.max_inflight_requests)
 
     def _scorer_and_request(self, message: reward_pb2.ScoreRequest) -> tuple[Scorer, RewardRequest]:
         scorer = ready_scorer(self.engine, self.draining())
         return scorer, _parse(message, RewardRequest)
 
     @contextlib.contextmanager
-    def _call(self, method: str, context: Context) -> Iterator[_Call]:
+    def _call(self, method: str, context: Context, counted: bool = True) -> Iterator[_Call]:
+        """`counted`: whether the call takes a slot of the in-flight bound (group assembly does not)."""
         given = dict(context.invocation_metadata() or ()).get(REQUEST_ID_KEY)
         call = _Call(method, request_id(given if isinstance(given, str) else None))
         # Log lines written while the call runs carry its id, as on HTTP.
         token = request_id_var.set(call.request_id)
         try:
-            yield from self._admit(call)
+            yield from self._admit(call, counted)
         finally:
             request_id_var.reset(token)
 
-    def _admit(self, call: _Call) -> Iterator[_Call]:
-        limit = self.settings.max_inflight_requests
-        if self.inflight >= limit:
-            call.error = to_grpc(
-                TooManyRequests(
-                    f"{self.inflight} requests are in progress, the limit of this replica "
-                    f"(DARLING_MAX_INFLIGHT_REQUESTS={limit}); retry shortly"
-                )
-            )
+    def _admit(self, call: _Call, counted: bool) -> Iterator[_Call]:
+        if counted and self.admission.full:
+            call.error = to_grpc(TooManyRequests(self.admission.refusal()))
             yield call
             return
-        self.inflight += 1
+        if counted:
+            self.admission.enter()
         try:
             yield call
         except RequestError as exc:
@@ -96,7 +95,8 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
             log.exception("unhandled error in a gRPC call")
             call.error = internal(exc)
         finally:
-            self.inflight -= 1
+            if counted:
+                self.admission.leave()
 
     async def _finish(self, call: _Call, context: Context) -> None:
         code = call.error.code.name if call.error else "OK"
@@ -147,11 +147,11 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
         self, request: reward_pb2.RolloutsRequest, context: Context
     ) -> reward_pb2.RolloutsResponse:
         reply = reward_pb2.RolloutsResponse()
-        with self._call("SubmitRollouts", context) as call:
+        with self._call("SubmitRollouts", context, counted=False) as call:
             if call.error is None:
-                ready_scorer(self.engine, self.draining())
                 if self.assembler is None:
-                    raise RequestError("group assembly is not served by this server", [])
+                    raise NotServed("group assembly is not served by this server")
+                ready_scorer(self.engine, self.draining())
                 req = _parse(request, RolloutsRequest)
                 resp = await self.assembler().submit(req)
                 reply = protoconv.to_proto(resp.model_dump(), reward_pb2.RolloutsResponse())

@@ -1,5 +1,5 @@
 """The ASGI middleware in front of every route: request ids, API keys, draining, the in-flight bound, the body
-size limit, the access log and the HTTP metrics.
+size limit, cancelling the work of a client that hung up, the access log and the HTTP metrics.
 
 It is plain ASGI rather than a Starlette BaseHTTPMiddleware so that it costs one function call per request and
 never buffers a response. Refusals are answered here, before any work, in the same ErrorBody JSON as the routes.
@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.ops import metrics
+from service.ops.admission import Admission
 from service.ops.logging import request_id_var
 from service.ops.security import ApiKeys
 from service.settings import Settings
@@ -28,9 +29,7 @@ log = logging.getLogger("service.access")
 
 HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
 METRICS_PATH = "/metrics"
-# Calls that mostly wait for other calls (the rest of their group) rather than compute. Counting them against
-# the in-flight bound could fill every slot with waiters whose group-mates are refused: a deadlock. Their own
-# bounds are DARLING_GROUP_MAX_OPEN and the batch queues.
+# Group assembly: exempt from the in-flight bound (see service/ops/admission.py).
 ASSEMBLY_PATHS = frozenset({"/v1/rollouts", "/v1/openrlhf"})
 # A client's id is kept only if it cannot forge log lines or blow up label sets.
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
@@ -53,7 +52,8 @@ class OperationsMiddleware:
         self.settings = settings
         self.state = state
         self.keys = ApiKeys(settings.keys)
-        self.inflight = 0
+        # The app's limiter, shared with gRPC; a bare middleware (no app factory) bounds HTTP alone.
+        self.admission: Admission = getattr(state, "admission", None) or Admission(settings.max_inflight_requests)
         self._routes: frozenset[str] | None = None
 
     # ---- helpers ---------------------------------------------------------------------------------------------
@@ -106,16 +106,9 @@ class OperationsMiddleware:
             return self._error(
                 503, "not_ready", "the service is shutting down; retry on another replica", rid, {"Retry-After": "1"}
             )
-        if path not in ASSEMBLY_PATHS and self.inflight >= self.settings.max_inflight_requests:
+        if path not in ASSEMBLY_PATHS and self.admission.full:
             metrics.HTTP_REJECTED.labels("too_many_requests").inc()
-            return self._error(
-                429,
-                "too_many_requests",
-                f"{self.inflight} requests are in progress, the limit of this replica "
-                f"(DARLING_MAX_INFLIGHT_REQUESTS={self.settings.max_inflight_requests}); retry shortly",
-                rid,
-                {"Retry-After": "1"},
-            )
+            return self._error(429, "too_many_requests", self.admission.refusal(), rid, {"Retry-After": "1"})
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.settings.max_body_bytes:
             return self._too_large(rid)
@@ -179,7 +172,7 @@ class OperationsMiddleware:
                 await self.app(scope, receive, send_with_id)
                 return
             if path not in ASSEMBLY_PATHS:
-                self.inflight += 1
+                self.admission.enter()
                 counted = True
                 metrics.HTTP_INFLIGHT.inc()
             try:
@@ -190,7 +183,11 @@ class OperationsMiddleware:
             if body is None:
                 outcome = "client_gone"
                 return
-            await self.app(scope, _replay(body, receive), send_with_id)
+            if path in ASSEMBLY_PATHS:
+                # A stored rollout belongs to its group, not to the connection that brought it: left running.
+                await self.app(scope, _replay(body, receive), send_with_id)
+            elif not await _cancel_on_disconnect(self.app, scope, body, receive, send_with_id):
+                outcome = "client_gone"
         except asyncio.CancelledError:
             outcome = "cancelled"
             raise
@@ -200,7 +197,7 @@ class OperationsMiddleware:
             raise
         finally:
             if counted:
-                self.inflight -= 1
+                self.admission.leave()
                 metrics.HTTP_INFLIGHT.dec()
             elapsed = time.perf_counter() - started
             route = self._route(scope)
@@ -228,6 +225,48 @@ class OperationsMiddleware:
             "outcome": outcome,
         }
         log.log(level, "%s %s %s", method, path[:200], status, extra=extra)
+
+
+async def _cancel_on_disconnect(app: ASGIApp, scope: Scope, body: list[Message], receive: Receive, send: Send) -> bool:
+    """Run the app on the buffered body while watching the connection; True when it answered, False when the
+    client hung up first. Then the app's work is cancelled, which releases its queued model items (a batcher
+    drops an item nobody waits for before it costs a forward). The middleware reads the connection from here
+    on; the app's receive hands out the body, then the disconnect when it comes."""
+    gone: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+    pending = list(body)
+    answered = False
+
+    async def app_receive() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await asyncio.shield(gone)
+
+    async def app_send(message: Message) -> None:
+        nonlocal answered
+        await send(message)
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            answered = True
+
+    async def watch() -> None:
+        while (message := await receive())["type"] != "http.disconnect":
+            pass
+        gone.set_result(message)
+
+    task = asyncio.ensure_future(app(scope, app_receive, app_send))
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        # A server reports the end of a connection once the response is complete, too: that is no hang-up.
+        if not task.done() and not answered:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            return False
+        await task
+        return True
+    finally:
+        for t in (task, watcher):
+            t.cancel()
+        await asyncio.gather(task, watcher, return_exceptions=True)
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:

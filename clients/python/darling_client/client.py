@@ -1,7 +1,11 @@
 """RewardClient (sync) and AsyncRewardClient: typed calls, retries with backoff, chunked batches.
 
-Retries: connection failures, 429 and 503 only, with exponential backoff and jitter, and never sooner than
-the server's Retry-After. Other errors surface at once as darling_client.errors exceptions.
+Retries: 429 and 503, a request that was never sent (connection refused, connect timeout), and a lost response
+(read timeout, a connection closed mid-response) only for idempotent calls: scoring (deterministic and cached)
+and a submission whose every rollout names its index (the server takes the same rollout at the same index
+again). Exponential backoff with jitter, never sooner than the server's Retry-After. Every attempt of one
+logical call sends the same X-Request-ID, so the server's logs tie the retries together. Other errors surface
+at once as darling_client.errors exceptions.
 Chunking: a large list of groups is split into requests of at most `max_rollouts_per_request` rollouts,
 at most `max_in_flight` of them at a time; the results come back in the caller's order.
 """
@@ -12,13 +16,14 @@ import asyncio
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+import uuid
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
 
-from darling_client.errors import RETRYABLE, APIError
+from darling_client.errors import RETRYABLE, APIError, ConnectionFailed, RequestNotSent
 from darling_client.schemas import (
     GroupReward,
     OpenRLHFRequest,
@@ -32,6 +37,7 @@ from darling_client.schemas import (
     RolloutsResponse,
     RunStats,
 )
+from darling_client.tasks import bounded
 from darling_client.transport import HttpTransport, Operation, Transport
 
 T = TypeVar("T")
@@ -110,16 +116,6 @@ def chunk_rollouts(rollouts: Sequence[Rollout], max_rollouts: int) -> list[list[
     return chunks
 
 
-async def _bounded(limit: int, jobs: Iterable[Callable[[], Awaitable[T]]]) -> list[T]:
-    sem = asyncio.Semaphore(limit)
-
-    async def run(job: Callable[[], Awaitable[T]]) -> T:
-        async with sem:
-            return await job()
-
-    return list(await asyncio.gather(*(run(j) for j in jobs)))
-
-
 class AsyncRewardClient:
     """Async client. Use as `async with AsyncRewardClient(url) as c: await c.score(groups)`."""
 
@@ -169,13 +165,19 @@ class AsyncRewardClient:
     async def aclose(self) -> None:
         await self.transport.aclose()
 
-    async def _call(self, op: Operation, body: dict[str, Any] | None, timeout: float) -> dict[str, Any]:
+    async def _call(
+        self, op: Operation, body: dict[str, Any] | None, timeout: float, *, idempotent: bool = True
+    ) -> dict[str, Any]:
+        """`idempotent`: whether a repeat of a call the server may already have done is harmless."""
+        request_id = uuid.uuid4().hex
         attempt = 0
         while True:
             try:
-                return await self.transport.call(op, body, timeout)
+                return await self.transport.call(op, body, timeout, request_id)
             except RETRYABLE as exc:
-                if attempt >= self.retry.max_retries:
+                # A transport failure other than "never sent" may have reached the server.
+                lost = isinstance(exc, ConnectionFailed) and not isinstance(exc, RequestNotSent)
+                if attempt >= self.retry.max_retries or (lost and not idempotent):
                     raise
                 retry_after = exc.retry_after if isinstance(exc, APIError) else None
                 await asyncio.sleep(self.retry.delay(attempt, retry_after, self._rng))
@@ -205,7 +207,7 @@ class AsyncRewardClient:
         opts = _options(options, run, step)
         started = time.perf_counter()
         chunks = chunk_groups(gs, self.max_rollouts_per_request)
-        parts = await _bounded(
+        parts = await bounded(
             self.max_in_flight,
             [lambda c=c: self.score_request(RewardRequest(groups=c, options=opts)) for c in chunks],  # type: ignore[misc]
         )
@@ -264,7 +266,11 @@ class AsyncRewardClient:
     # ---- group assembly ------------------------------------------------------------------------------------
 
     async def submit_request(self, request: RolloutsRequest) -> RolloutsResponse:
-        data = await self._call("rollouts", request.model_dump(mode="json", exclude_none=True), self.rollouts_timeout)
+        # Without an index, the server gives a resent rollout a fresh slot: a retry could count it twice.
+        indexed = all(r.index is not None for r in request.rollouts)
+        data = await self._call(
+            "rollouts", request.model_dump(mode="json", exclude_none=True), self.rollouts_timeout, idempotent=indexed
+        )
         return RolloutsResponse.model_validate(data)
 
     async def submit(
@@ -283,7 +289,7 @@ class AsyncRewardClient:
         opts = _options(options, run, step)
         started = time.perf_counter()
         chunks = chunk_rollouts(rs, self.max_rollouts_per_request)
-        parts = await _bounded(
+        parts = await bounded(
             self.max_in_flight,
             [
                 lambda c=c: self.submit_request(RolloutsRequest(rollouts=[rs[i] for i in c], options=opts))  # type: ignore[misc]
@@ -316,7 +322,10 @@ class AsyncRewardClient:
         req = OpenRLHFRequest(
             query=list(query), prompts=list(prompts), labels=None if labels is None else list(labels), run=run
         )
-        data = await self._call("openrlhf", req.model_dump(mode="json", exclude_none=True), self.rollouts_timeout)
+        # OpenRLHF's queries go through group assembly without indices: not safe to send twice.
+        data = await self._call(
+            "openrlhf", req.model_dump(mode="json", exclude_none=True), self.rollouts_timeout, idempotent=False
+        )
         return OpenRLHFResponse.model_validate(data)
 
     async def run_stats(self, run: str) -> RunStats:

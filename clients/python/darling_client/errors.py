@@ -22,7 +22,17 @@ class DarlingError(Exception):
 
 
 class ConnectionFailed(DarlingError):
-    """The request never got an answer: refused, reset, DNS, or timed out. Retried."""
+    """The request never got an answer: refused, reset, DNS, or timed out."""
+
+
+class RequestNotSent(ConnectionFailed):
+    """The request never left this process (connection refused, DNS, connect timeout, no free connection):
+    the server did nothing, so any call may be retried."""
+
+
+class ResponseLost(ConnectionFailed):
+    """The request may have reached the server but no answer came back (read timeout, reset, a connection
+    closed mid-response): the server may have done the work, so only idempotent calls are retried."""
 
 
 class APIError(DarlingError):

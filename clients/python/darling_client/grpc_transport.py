@@ -22,7 +22,7 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2
 
-from darling_client.errors import ConnectionFailed, DarlingError, NotFound, Unavailable, error_from_response
+from darling_client.errors import DarlingError, NotFound, RequestNotSent, ResponseLost, Unavailable, error_from_response
 from darling_client.proto import reward_pb2, reward_pb2_grpc
 from darling_client.protoconv import (
     ERROR_KEY,
@@ -46,7 +46,9 @@ from darling_client.transport import Operation
 
 SERVICE_NAME: str = reward_pb2.DESCRIPTOR.services_by_name["RewardService"].full_name
 
-# gRPC codes the service itself never sends without darling-http-status: the channel's own failures.
+# gRPC codes the service itself never sends without darling-http-status: the channel's own failures. Only a
+# channel that could not connect at all (gRPC core's "failed to connect to all addresses") proves the call was
+# never sent; any other such failure may have reached the server: a lost response.
 _TRANSPORT_FAILURES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 # The HTTP status a bare gRPC code stands for (e.g. the channel's own message-size limit).
 _HTTP_STATUS = {
@@ -70,7 +72,8 @@ def error_from_rpc(exc: grpc.aio.AioRpcError) -> DarlingError:
     detail = exc.details() or code.name
     status_s = meta.get(HTTP_STATUS_KEY, [None])[0]
     if status_s is None and code in _TRANSPORT_FAILURES:
-        return ConnectionFailed(f"gRPC {code.name}: {detail}")
+        never_sent = code == grpc.StatusCode.UNAVAILABLE and "failed to connect" in detail.lower()
+        return (RequestNotSent if never_sent else ResponseLost)(f"gRPC {code.name}: {detail}")
     status = int(status_s) if status_s and status_s.isdigit() else _HTTP_STATUS.get(code, 500)
     body = ErrorBody(error=meta.get(ERROR_KEY, [code.name.lower()])[0], detail=detail, fields=meta.get(FIELD_KEY, []))
     headers = {"retry-after": meta[RETRY_AFTER_KEY][0]} if RETRY_AFTER_KEY in meta else {}
@@ -120,16 +123,19 @@ class GrpcTransport:
             )
         return self._stub
 
-    async def call(self, op: Operation, body: dict[str, Any] | None, timeout: float) -> dict[str, Any]:
+    async def call(
+        self, op: Operation, body: dict[str, Any] | None, timeout: float, request_id: str | None = None
+    ) -> dict[str, Any]:
         stub = self._open()
+        metadata = (*self.metadata, ("x-request-id", request_id)) if request_id else self.metadata
         try:
             if op == "rewards":
                 request = to_proto(body or {}, reward_pb2.ScoreRequest())
-                reply = await stub.Score(request, timeout=timeout, metadata=self.metadata)
+                reply = await stub.Score(request, timeout=timeout, metadata=metadata)
                 return to_dict(reply, RewardResponse)
             if op == "rollouts":
                 submitted = to_proto(body or {}, reward_pb2.RolloutsRequest())
-                assembled = await stub.SubmitRollouts(submitted, timeout=timeout, metadata=self.metadata)
+                assembled = await stub.SubmitRollouts(submitted, timeout=timeout, metadata=metadata)
                 return to_dict(assembled, RolloutsResponse)
             if op in ("healthz", "readyz"):
                 return await self._health_check(op, timeout)

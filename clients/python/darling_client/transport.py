@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import httpx
 
-from darling_client.errors import ConnectionFailed, ServerError, error_from_response
+from darling_client.errors import RequestNotSent, ResponseLost, ServerError, error_from_response
 
 Operation = Literal["rewards", "rollouts", "openrlhf", "healthz", "readyz", "run_stats"]
 
@@ -23,9 +23,21 @@ ROUTES: dict[Operation, tuple[str, str]] = {
 }
 
 
+# Failures before a byte of the request could reach the server: retrying them can never repeat any work.
+NOT_SENT: tuple[type[httpx.TransportError], ...] = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.UnsupportedProtocol,
+)
+
+
 class Transport(Protocol):
-    async def call(self, op: Operation, body: dict[str, Any] | None, timeout: float) -> dict[str, Any]:
-        """Send one request; return the decoded success body or raise a darling_client.errors exception."""
+    async def call(
+        self, op: Operation, body: dict[str, Any] | None, timeout: float, request_id: str | None = None
+    ) -> dict[str, Any]:
+        """Send one request; return the decoded success body or raise a darling_client.errors exception.
+        `request_id`: sent as X-Request-ID (gRPC: x-request-id metadata); the same for every retry of a call."""
         ...
 
     async def aclose(self) -> None: ...
@@ -54,16 +66,20 @@ class HttpTransport:
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         )
 
-    async def call(self, op: Operation, body: dict[str, Any] | None, timeout: float) -> dict[str, Any]:
+    async def call(
+        self, op: Operation, body: dict[str, Any] | None, timeout: float, request_id: str | None = None
+    ) -> dict[str, Any]:
         method, path = ROUTES[op]
         if method == "GET":
             path = path.format(**{k: quote(str(v), safe="") for k, v in (body or {}).items()})
             body = None
         t = httpx.Timeout(timeout, connect=min(self.connect_timeout, timeout))
+        headers = {"X-Request-ID": request_id} if request_id else None
         try:
-            resp = await self._client.request(method, path, json=body, timeout=t)
-        except httpx.TransportError as exc:  # connect/read/write/pool errors and timeouts
-            raise ConnectionFailed(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+            resp = await self._client.request(method, path, json=body, timeout=t, headers=headers)
+        except httpx.TransportError as exc:
+            lost = RequestNotSent if isinstance(exc, NOT_SENT) else ResponseLost
+            raise lost(f"{method} {path} (request id {request_id}): {type(exc).__name__}: {exc}") from exc
         if resp.status_code >= 400:
             raise error_from_response(resp.status_code, resp.content, resp.headers)
         try:
