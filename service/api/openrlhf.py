@@ -10,7 +10,7 @@ from darling_client.schemas import OpenRLHFRequest, OpenRLHFResponse, Rollout, R
 from fastapi import APIRouter, Depends
 
 from service.api.rollouts import ERRORS, get_assembler
-from service.assembly.assembler import Assembler
+from service.assembly.assembler import Assembler, content_keys
 from service.errors import RequestError
 
 router = APIRouter()
@@ -48,15 +48,17 @@ async def openrlhf_rewards(assembler: Assembler, req: OpenRLHFRequest) -> OpenRL
     if req.labels is not None and len(req.labels) != n:
         raise RequestError(f"labels has {len(req.labels)} items but query has {n}", ["labels"])
     size = assembler.settings.openrlhf_group_size
-    # Slots per prompt, reserved atomically (across replicas too): slot // n is the group, slot % n the index.
+    # Slots per prompt, assigned atomically (across replicas too): slot // n is the group, slot % n the index.
+    # A query keeps the slot it was first given (keyed by its text, see content_keys) while that slot is in
+    # the prompt's current or previous group: a retry lands in its own group and shifts nothing after it.
     positions: dict[str, list[int]] = {}
     for i, p in enumerate(req.prompts):
         positions.setdefault(p, []).append(i)
     rollouts: list[Rollout | None] = [None] * n
     for prompt, members in positions.items():
         key = "openrlhf:" + hashlib.blake2b(prompt.encode(), digest_size=16).hexdigest()
-        end = await assembler.store.reserve(key, len(members))
-        for slot, i in zip(range(end - len(members), end), members, strict=True):
+        slots = await assembler.store.assign(key, content_keys([req.query[i] for i in members]), size)
+        for slot, i in zip(slots, members, strict=True):
             label = req.labels[i] if req.labels is not None else None
             rollouts[i] = Rollout(
                 group_id=f"{key}:{slot // size}",

@@ -11,13 +11,20 @@ field per index) with a TTL; one Lua script adds a rollout atomically and answer
 holds; results are plain keys that other replicas poll.
 
 Resubmitting a rollout that the group already holds, unchanged, is not an error: that is what a client retry
-after a timeout looks like, and it gets the group's (possibly already computed) result.
+after a timeout looks like, and it gets the group's (possibly already computed) result. A rollout without an
+index is identified by its content (response and quality, and its position among identical ones in the same
+request): a retry maps to the slot the first attempt was given, so a failed attempt never leaves a hole.
+
+While the app drains (SIGTERM), waiting calls keep waiting for their groups (which may complete here or on
+another replica) until the drain deadline, then answer a retryable 503 (NotReady); what they stored stays in the
+store, so their retry on another replica finds it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import time
@@ -35,8 +42,10 @@ from darling_client.schemas import (
 )
 
 from service.assembly.store import GroupMeta, GroupStore
+from service.engine.concurrency import gather_or_cancel
 from service.engine.scoring import Scorer
 from service.errors import Conflict, DeadlineExceeded, NotReady, RequestError, ServiceOverloaded, TooLarge
+from service.ops import metrics
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -74,6 +83,18 @@ def _meta(r: Rollout, options: RewardOptions) -> GroupMeta:
     )
 
 
+def content_keys(texts: list[str]) -> list[str]:
+    """One idempotency key per text: its hash, and its position among identical texts of the same request (so
+    identical rollouts sent together count separately, and their retry, sent the same way, maps back)."""
+    seen: dict[str, int] = {}
+    out = []
+    for text in texts:
+        h = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+        seen[h] = seen.get(h, -1) + 1
+        out.append(f"{h}:{seen[h]}")
+    return out
+
+
 def _missing(size: int, held: dict[int, str]) -> list[int]:
     return [i for i in range(size) if i not in held]
 
@@ -86,15 +107,29 @@ def _fmt(indices: list[int], limit: int = 32) -> str:
 class Assembler:
     """Collects rollouts into groups (see the module docstring) and answers each caller with its rewards."""
 
-    def __init__(self, settings: Settings, store: GroupStore, scorer: Callable[[], Scorer]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: GroupStore,
+        scorer: Callable[[], Scorer],
+        drain_deadline: Callable[[], float | None] = lambda: None,
+    ) -> None:
+        """`drain_deadline`: the time.monotonic() by which a draining app wants every waiting call answered
+        (None while it serves)."""
         self.settings = settings
         self.store = store
         self._scorer = scorer
+        self._drain_deadline = drain_deadline
         # Per group: the result future local callers await, and how many of them do.
         self._futures: dict[str, asyncio.Future[str]] = {}
         self._waiters: dict[str, int] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._first_seen: dict[str, float] = {}  # when this replica first waited on a group (for the metric)
         self.scored_groups = 0  # groups this replica scored (for tests and metrics)
+
+    @property
+    def waiting_groups(self) -> int:
+        return len(self._waiters)
 
     async def close(self) -> None:
         for t in list(self._watchers.values()):
@@ -147,7 +182,8 @@ class Assembler:
 
     async def submit(self, req: RolloutsRequest) -> RolloutsResponse:
         started = time.perf_counter()
-        deadline = time.monotonic() + self.settings.group_timeout_s
+        arrived = time.monotonic()
+        deadline = arrived + self.settings.group_timeout_s
         self._check(req)
         req = await self._assign_indices(req)
         first_pos: dict[str, int] = {}
@@ -178,8 +214,9 @@ class Assembler:
         gids = list(first_pos)
         for gid in gids:
             if counts[gid] >= sizes[gid]:
-                await self._complete(gid)
-        results = list(await asyncio.gather(*(self._wait(gid, deadline) for gid in gids)))
+                await self._complete(gid, self._first_seen.get(gid, arrived))
+        # One group failing (a transient scoring error) ends the call: the others' waits stop with it.
+        results: list[str | None] = await gather_or_cancel(*(self._wait(gid, deadline) for gid in gids))
         for k, gid in enumerate(gids):
             if results[k] is None:
                 # Complete but still being scored at the deadline: scoring gets its own grace period.
@@ -188,6 +225,7 @@ class Assembler:
                     results[k] = await self._wait(gid, time.monotonic() + self.settings.group_timeout_s)
         late = [gid for gid, res in zip(gids, results, strict=True) if res is None]
         if late:
+            metrics.GROUP_ASSEMBLY_TIMEOUTS.inc(len(late))
             parts, fields = [], []
             for gid in late:
                 _, held = await self.store.held(gid)
@@ -214,8 +252,8 @@ class Assembler:
         )
 
     async def _assign_indices(self, req: RolloutsRequest) -> RolloutsRequest:
-        """Rollouts without an index get the next free slots of their group, in arrival order (atomic across
-        replicas through the store's counter)."""
+        """Rollouts without an index get a slot of their group keyed by their content: a new one (the next free,
+        atomic across replicas through the store) on first arrival, the same one on a retry."""
         unindexed: dict[str, list[int]] = {}
         for i, r in enumerate(req.rollouts):
             if r.index is None:
@@ -224,8 +262,9 @@ class Assembler:
             return req
         rollouts = list(req.rollouts)
         for gid, members in unindexed.items():
-            end = await self.store.reserve("auto:" + gid, len(members))
-            for slot, i in zip(range(end - len(members), end), members, strict=True):
+            names = content_keys([_payload(rollouts[i]) for i in members])
+            slots = await self.store.assign("auto:" + gid, names, None)
+            for slot, i in zip(slots, members, strict=True):
                 size = rollouts[i].group_size
                 if slot >= size:
                     raise Conflict(
@@ -253,9 +292,10 @@ class Assembler:
             self._futures[gid] = fut
         return fut
 
-    async def _complete(self, gid: str) -> None:
+    async def _complete(self, gid: str, since: float | None) -> None:
         """Score the group if nobody has, or is doing so. Transient failures release the claim so that a retry
-        (or another waiter) scores again; they reach this replica's waiters at once."""
+        (or another waiter) scores again; they reach this replica's waiters at once. `since`: when this replica
+        first saw the group (for the assembly-wait metric)."""
         if await self.store.get_result(gid) is not None:
             return
         # A complete group never changes (only identical resubmissions are accepted), so reading it before
@@ -266,8 +306,10 @@ class Assembler:
         meta = GroupMeta.loads(meta_raw)
         if _missing(meta.group_size, held):
             return
-        if not await self.store.claim(gid, max(30.0, self.settings.group_timeout_s)):
+        lease = self.settings.group_lease_s
+        if not await self.store.claim(gid, lease):
             return
+        renewing = asyncio.create_task(self._renew(gid, lease))
         try:
             items = [json.loads(held[i]) for i in range(meta.group_size)]
             group = RolloutGroup(
@@ -294,6 +336,8 @@ class Assembler:
                 )
             await self.store.put_result(gid, raw)
             self.scored_groups += 1
+            if since is not None:
+                metrics.GROUP_ASSEMBLY_WAIT.observe(time.monotonic() - since)
             fut = self._future(gid)
             if not fut.done():
                 fut.set_result(raw)
@@ -301,6 +345,17 @@ class Assembler:
             with contextlib.suppress(Exception):
                 await self.store.release(gid)
             raise
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(BaseException):
+                await renewing
+
+    async def _renew(self, gid: str, lease: float) -> None:
+        """Keep the claim while this replica scores: a short lease that lives only as long as its holder."""
+        while True:
+            await asyncio.sleep(lease / 3)
+            with contextlib.suppress(NotReady):  # Redis away for a moment: the next renewal may still be in time
+                await self.store.renew(gid, lease)
 
     async def _watch(self, gid: str, fut: asyncio.Future[str]) -> None:
         """Poll the store for a result computed elsewhere; take over scoring if the claimer vanished."""
@@ -312,31 +367,48 @@ class Assembler:
                 if not fut.done():
                     fut.set_result(raw)
                 return
-            if time.monotonic() - checked_claim > 1.0:
+            if time.monotonic() - checked_claim > min(1.0, self.settings.group_lease_s / 2):
                 checked_claim = time.monotonic()
-                await self._complete(gid)  # a no-op unless complete, unscored and unclaimed
+                # A no-op unless complete, unscored and unclaimed (the claimer died: its lease ran out).
+                await self._complete(gid, self._first_seen.get(gid))
                 continue
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.1)
 
     async def _wait(self, gid: str, deadline: float) -> str | None:
+        """The group's result, or None at the deadline; NotReady (retryable) once the app's drain deadline
+        passes first."""
         fut = self._future(gid)
-        self._waiters[gid] = self._waiters.get(gid, 0) + 1
+        if gid not in self._waiters:
+            self._waiters[gid] = 0
+            self._first_seen.setdefault(gid, time.monotonic())
+            metrics.GROUPS_ASSEMBLING.inc()
+        self._waiters[gid] += 1
         watcher = self._watchers.get(gid)
         if watcher is None or watcher.done():
             self._watchers[gid] = asyncio.create_task(self._watch(gid, fut))
         try:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 and not fut.done():
-                return None
-            try:
-                return await asyncio.wait_for(asyncio.shield(fut), max(remaining, 0.0))
-            except TimeoutError:
-                return None
+            while not fut.done():
+                drain = self._drain_deadline()
+                now = time.monotonic()
+                if drain is not None and drain <= now and drain < deadline:
+                    raise NotReady(
+                        f"this replica is shutting down and group {gid!r} was not finished in time; what was "
+                        "submitted is kept: retry (on another replica)",
+                        retry_after_s=1.0,
+                    )
+                if deadline <= now:
+                    return None
+                # Woken at least every 0.25 s: a drain is a flag flipped by a signal, with nothing to await on.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(fut), min(deadline - now, 0.25))
+            return fut.result()
         finally:
             self._waiters[gid] -= 1
             if self._waiters[gid] == 0:
                 del self._waiters[gid]
+                self._first_seen.pop(gid, None)
+                metrics.GROUPS_ASSEMBLING.dec()
                 task = self._watchers.pop(gid, None)
                 if task is not None and not task.done():
                     task.cancel()

@@ -24,6 +24,25 @@ redis.call('EXPIRE', KEYS[1], ARGV[4])
 return {'ok', redis.call('HLEN', KEYS[1]) - 1, ''}
 """
 
+# KEYS[1]: the sequence's hash ('#' = next free slot, 'k:<name>' = a name's slot); ARGV: ttl, window (0 =
+# none), then the names.
+_ASSIGN_LUA = """
+local window = tonumber(ARGV[2])
+local out = {}
+for i = 3, #ARGV do
+  local field = 'k:' .. ARGV[i]
+  local slot = tonumber(redis.call('HGET', KEYS[1], field))
+  local counter = tonumber(redis.call('HGET', KEYS[1], '#') or '0')
+  if slot == nil or (window > 0 and math.floor(slot / window) < math.floor(counter / window) - 1) then
+    slot = counter
+    redis.call('HSET', KEYS[1], field, slot, '#', counter + 1)
+  end
+  out[#out + 1] = slot
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return out
+"""
+
 
 class RedisGroupStore:
     """Groups shared by every replica that points at the same Redis and namespace."""
@@ -37,6 +56,7 @@ class RedisGroupStore:
         self.ns = namespace
         self.ttl_s = ttl_s
         self._add = self._redis.register_script(_ADD_LUA)
+        self._assign = self._redis.register_script(_ASSIGN_LUA)
 
     def _k(self, kind: str, name: str) -> str:
         return f"{self.ns}:{kind}:{name}"
@@ -69,6 +89,9 @@ class RedisGroupStore:
         )
         return bool(ok)
 
+    async def renew(self, gid: str, lease_s: float) -> None:
+        await self._do("renew", lambda: self._redis.pexpire(self._k("claim", gid), max(1, int(lease_s * 1000))))
+
     async def release(self, gid: str) -> None:
         await self._do("release", lambda: self._redis.delete(self._k("claim", gid)))
 
@@ -91,6 +114,11 @@ class RedisGroupStore:
 
         result: int = await self._do("reserve", run)
         return result
+
+    async def assign(self, key: str, names: list[str], window: int | None) -> list[int]:
+        name = self._k("slots", key)
+        slots = await self._do("assign", lambda: self._assign(keys=[name], args=[self.ttl_s, window or 0, *names]))
+        return [int(x) for x in slots]
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -48,6 +48,10 @@ class GroupStore(Protocol):
 
     async def claim(self, gid: str, lease_s: float) -> bool: ...
 
+    async def renew(self, gid: str, lease_s: float) -> None:
+        """Extend a claim that is still held (a no-op once it expired)."""
+        ...
+
     async def release(self, gid: str) -> None: ...
 
     async def put_result(self, gid: str, result: str) -> None: ...
@@ -56,6 +60,13 @@ class GroupStore(Protocol):
 
     async def reserve(self, key: str, k: int) -> int:
         """Add k to a counter; answer its new value (slots end-k .. end-1 are the caller's)."""
+        ...
+
+    async def assign(self, key: str, names: list[str], window: int | None) -> list[int]:
+        """Atomically map each name to a slot of the sequence `key`: the slot it was given before, or the next
+        free one. With `window`, an earlier slot is reused only if it lies in the current or the previous
+        block of `window` slots (block = slot // window); older ones are left behind and the name gets a new
+        slot. This is what makes a retry land where the first attempt did."""
         ...
 
     async def close(self) -> None: ...
