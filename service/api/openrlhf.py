@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends
 from service.api.rollouts import ERRORS, get_assembler
 from service.assembly.assembler import Assembler, content_keys
 from service.errors import RequestError
+from service.settings import Settings
 
 router = APIRouter()
 
@@ -35,6 +36,12 @@ def openrlhf_response(query: str, prompt: str) -> str:
     return text
 
 
+def retry_window_s(settings: Settings) -> float:
+    """How long after its first arrival a query is taken for a retry of itself: a retry comes while its group
+    is assembled (at most DARLING_GROUP_TIMEOUT_S) or soon after; later, the same text is a new rollout."""
+    return 2.0 * settings.group_timeout_s
+
+
 async def openrlhf_rewards(assembler: Assembler, req: OpenRLHFRequest) -> OpenRLHFResponse:
     """Map one OpenRLHF request onto rollouts of groups by prompt, submit them, and answer in OpenRLHF's shape."""
     n = len(req.query)
@@ -50,14 +57,16 @@ async def openrlhf_rewards(assembler: Assembler, req: OpenRLHFRequest) -> OpenRL
     size = assembler.settings.openrlhf_group_size
     # Slots per prompt, assigned atomically (across replicas too): slot // n is the group, slot % n the index.
     # A query keeps the slot it was first given (keyed by its text, see content_keys) while that slot is in
-    # the prompt's current or previous group: a retry lands in its own group and shifts nothing after it.
+    # the prompt's current or previous group and was given within the retry window: a retry lands in its own
+    # group and shifts nothing after it (docs/trainers.md, "Retries").
     positions: dict[str, list[int]] = {}
     for i, p in enumerate(req.prompts):
         positions.setdefault(p, []).append(i)
     rollouts: list[Rollout | None] = [None] * n
     for prompt, members in positions.items():
         key = "openrlhf:" + hashlib.blake2b(prompt.encode(), digest_size=16).hexdigest()
-        slots = await assembler.store.assign(key, content_keys([req.query[i] for i in members]), size)
+        names = content_keys([req.query[i] for i in members])
+        slots = await assembler.store.assign(key, names, size, retry_window_s(assembler.settings))
         for slot, i in zip(slots, members, strict=True):
             label = req.labels[i] if req.labels is not None else None
             rollouts[i] = Rollout(

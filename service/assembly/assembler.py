@@ -263,7 +263,7 @@ class Assembler:
         rollouts = list(req.rollouts)
         for gid, members in unindexed.items():
             names = content_keys([_payload(rollouts[i]) for i in members])
-            slots = await self.store.assign("auto:" + gid, names, None)
+            slots = await self.store.assign("auto:" + gid, names, None, None)
             for slot, i in zip(slots, members, strict=True):
                 size = rollouts[i].group_size
                 if slot >= size:

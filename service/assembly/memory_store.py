@@ -14,6 +14,15 @@ def _digest(payload: str) -> str:
     return "#" + hashlib.blake2b(payload.encode(), digest_size=16).hexdigest()
 
 
+def _reusable(
+    earlier: tuple[int, float], counter: int, now: float, window: int | None, max_age_s: float | None
+) -> bool:
+    slot, given = earlier
+    if window is not None and slot // window < counter // window - 1:
+        return False
+    return max_age_s is None or now - given <= max_age_s
+
+
 class MemoryGroupStore:
     """One replica's groups, in a dict, with lazy expiry. All calls run on the event loop: no locks needed.
 
@@ -29,7 +38,8 @@ class MemoryGroupStore:
         self._results: dict[str, tuple[str, float]] = {}
         self._claims: dict[str, float] = {}
         self._counters: dict[str, tuple[int, float]] = {}
-        self._slots: dict[str, tuple[dict[str, int], float]] = {}
+        # Per sequence: the next free slot, each name's (slot, when given), and when the sequence expires.
+        self._slots: dict[str, tuple[int, dict[str, tuple[int, float]], float]] = {}
         self._next_sweep = 0.0
 
     @property
@@ -48,7 +58,7 @@ class MemoryGroupStore:
             self._results.pop(gid, None)
         for key in [k for k, (_, t) in self._counters.items() if t <= now]:
             self._counters.pop(key, None)
-        for key in [k for k, (_, t) in self._slots.items() if t <= now]:
+        for key in [k for k, (_, _, t) in self._slots.items() if t <= now]:
             self._slots.pop(key, None)
         for gid in [g for g, t in self._claims.items() if t <= now]:
             self._claims.pop(gid, None)
@@ -116,22 +126,20 @@ class MemoryGroupStore:
         self._counters[key] = (value, now + self.ttl_s)
         return value
 
-    async def assign(self, key: str, names: list[str], window: int | None) -> list[int]:
+    async def assign(self, key: str, names: list[str], window: int | None, max_age_s: float | None) -> list[int]:
         now = time.monotonic()
         self._sweep(now)
-        slots, expires = self._slots.get(key, ({}, 0.0))
-        if expires <= now:
-            slots = {}
+        found = self._slots.get(key)
+        counter, slots = (found[0], found[1]) if found is not None and found[2] > now else (0, {})
         out = []
         for name in names:
-            slot = slots.get(name)
-            counter = slots.get("", 0)
-            if slot is None or (window is not None and slot // window < counter // window - 1):
-                slot = counter
-                slots[name] = slot
-                slots[""] = counter + 1
-            out.append(slot)
-        self._slots[key] = (slots, now + self.ttl_s)
+            earlier = slots.get(name)
+            if earlier is None or not _reusable(earlier, counter, now, window, max_age_s):
+                earlier = (counter, now)
+                slots[name] = earlier
+                counter += 1
+            out.append(earlier[0])
+        self._slots[key] = (counter, slots, now + self.ttl_s)
         return out
 
     async def close(self) -> None:

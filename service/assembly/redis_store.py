@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -24,18 +25,30 @@ redis.call('EXPIRE', KEYS[1], ARGV[4])
 return {'ok', redis.call('HLEN', KEYS[1]) - 1, ''}
 """
 
-# KEYS[1]: the sequence's hash ('#' = next free slot, 'k:<name>' = a name's slot); ARGV: ttl, window (0 =
-# none), then the names.
+# KEYS[1]: the sequence's hash ('#' = next free slot, 'k:<name>' = "<slot>:<ms when given>"); ARGV: ttl,
+# window (0 = none), max age in ms (0 = none), now in ms, then the names.
 _ASSIGN_LUA = """
 local window = tonumber(ARGV[2])
+local max_age = tonumber(ARGV[3])
+local now = tonumber(ARGV[4])
 local out = {}
-for i = 3, #ARGV do
+for i = 5, #ARGV do
   local field = 'k:' .. ARGV[i]
-  local slot = tonumber(redis.call('HGET', KEYS[1], field))
   local counter = tonumber(redis.call('HGET', KEYS[1], '#') or '0')
-  if slot == nil or (window > 0 and math.floor(slot / window) < math.floor(counter / window) - 1) then
+  local slot = nil
+  local held = redis.call('HGET', KEYS[1], field)
+  if held then
+    local sep = string.find(held, ':', 1, true)
+    slot = tonumber(string.sub(held, 1, sep - 1))
+    local given = tonumber(string.sub(held, sep + 1))
+    if (window > 0 and math.floor(slot / window) < math.floor(counter / window) - 1)
+      or (max_age > 0 and now - given > max_age) then
+      slot = nil
+    end
+  end
+  if slot == nil then
     slot = counter
-    redis.call('HSET', KEYS[1], field, slot, '#', counter + 1)
+    redis.call('HSET', KEYS[1], field, slot .. ':' .. now, '#', counter + 1)
   end
   out[#out + 1] = slot
 end
@@ -115,9 +128,17 @@ class RedisGroupStore:
         result: int = await self._do("reserve", run)
         return result
 
-    async def assign(self, key: str, names: list[str], window: int | None) -> list[int]:
+    async def assign(self, key: str, names: list[str], window: int | None, max_age_s: float | None) -> list[int]:
         name = self._k("slots", key)
-        slots = await self._do("assign", lambda: self._assign(keys=[name], args=[self.ttl_s, window or 0, *names]))
+        # Wall-clock milliseconds: every replica's clock, which NTP keeps within far less than any max age.
+        args: list[str | int] = [
+            self.ttl_s,
+            window or 0,
+            round((max_age_s or 0) * 1000),
+            round(time.time() * 1000),
+            *names,
+        ]
+        slots = await self._do("assign", lambda: self._assign(keys=[name], args=args))
         return [int(x) for x in slots]
 
     async def close(self) -> None:

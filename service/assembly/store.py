@@ -62,11 +62,12 @@ class GroupStore(Protocol):
         """Add k to a counter; answer its new value (slots end-k .. end-1 are the caller's)."""
         ...
 
-    async def assign(self, key: str, names: list[str], window: int | None) -> list[int]:
+    async def assign(self, key: str, names: list[str], window: int | None, max_age_s: float | None) -> list[int]:
         """Atomically map each name to a slot of the sequence `key`: the slot it was given before, or the next
-        free one. With `window`, an earlier slot is reused only if it lies in the current or the previous
-        block of `window` slots (block = slot // window); older ones are left behind and the name gets a new
-        slot. This is what makes a retry land where the first attempt did."""
+        free one. That is what makes a retry land where the first attempt did. With `window`, an earlier slot
+        is reused only if it lies in the current or the previous block of `window` slots (block = slot //
+        window), and with `max_age_s` only if it was given that recently; otherwise the name gets a new slot
+        (a prompt asked again in a later step is a new rollout, not a retry)."""
         ...
 
     async def close(self) -> None: ...

@@ -165,16 +165,21 @@ async def test_finished_groups_do_not_count_as_open_and_drop_their_texts() -> No
 
 async def test_memory_store_assign_is_idempotent_within_its_window() -> None:
     store = MemoryGroupStore(ttl_s=60, max_open=10)
-    assert await store.assign("k", ["a", "b"], None) == [0, 1]
-    assert await store.assign("k", ["b", "c"], None) == [1, 2]
+    assert await store.assign("k", ["a", "b"], None, None) == [0, 1]
+    assert await store.assign("k", ["b", "c"], None, None) == [1, 2]
     # With a window of 2 slots: a name is kept while its slot is in the current or the previous block.
-    assert await store.assign("w", ["a", "b", "c"], 2) == [0, 1, 2]
-    assert await store.assign("w", ["a"], 2) == [0]  # block 0 is the previous one (block 1 is being filled)
-    assert await store.assign("w", ["d", "e", "a"], 2) == [3, 4, 5]  # now block 0 is two behind: a new slot
+    assert await store.assign("w", ["a", "b", "c"], 2, None) == [0, 1, 2]
+    assert await store.assign("w", ["a"], 2, None) == [0]  # block 0 is the previous one (block 1 is filling)
+    assert await store.assign("w", ["d", "e", "a"], 2, None) == [3, 4, 5]  # block 0 is two behind: a new slot
+    # With a maximum age: a name given longer ago than that is a new rollout.
+    assert await store.assign("t", ["a"], None, 0.1) == [0]
+    assert await store.assign("t", ["a"], None, 0.1) == [0]
+    await asyncio.sleep(0.15)
+    assert await store.assign("t", ["a"], None, 0.1) == [1]
 
 
-@pytest.mark.parametrize("window", [None, 2])
-async def test_redis_store_assign_matches_memory(redis_url: str, window: int | None) -> None:
+@pytest.mark.parametrize(("window", "max_age"), [(None, None), (2, None), (None, 0.1)])
+async def test_redis_store_assign_matches_memory(redis_url: str, window: int | None, max_age: float | None) -> None:
     import redis
 
     from service.assembly.redis_store import RedisGroupStore
@@ -183,9 +188,12 @@ async def test_redis_store_assign_matches_memory(redis_url: str, window: int | N
     rs = RedisGroupStore(redis_url, ns, ttl_s=60, timeout_s=2.0)
     ms = MemoryGroupStore(ttl_s=60, max_open=10)
     try:
-        for names in (["a", "b", "c"], ["a"], ["d", "e", "a"], ["e", "f"]):
-            assert await rs.assign("k", names, window) == await ms.assign("k", names, window)
-        concurrent = await asyncio.gather(*(rs.assign("c", [f"n{i % 5}"], None) for i in range(20)))
+        for names in (["a", "b", "c"], ["a"], ["d", "e", "a"], ["e", "f"], [], ["a", "f"]):
+            if not names:
+                await asyncio.sleep(0.15)
+                continue
+            assert await rs.assign("k", names, window, max_age) == await ms.assign("k", names, window, max_age)
+        concurrent = await asyncio.gather(*(rs.assign("c", [f"n{i % 5}"], None, None) for i in range(20)))
         assert sorted({s[0] for s in concurrent}) == [0, 1, 2, 3, 4]  # 5 names, 5 slots, whatever the order
     finally:
         await rs.close()
