@@ -362,16 +362,21 @@ class Assembler:
         delay = 0.005
         checked_claim = time.monotonic()
         while not fut.done():
-            raw = await self.store.get_result(gid)
-            if raw is not None:
-                if not fut.done():
-                    fut.set_result(raw)
-                return
-            if time.monotonic() - checked_claim > min(1.0, self.settings.group_lease_s / 2):
-                checked_claim = time.monotonic()
-                # A no-op unless complete, unscored and unclaimed (the claimer died: its lease ran out).
-                await self._complete(gid, self._first_seen.get(gid))
-                continue
+            try:
+                raw = await self.store.get_result(gid)
+                if raw is not None:
+                    if not fut.done():
+                        fut.set_result(raw)
+                    return
+                if time.monotonic() - checked_claim > min(1.0, self.settings.group_lease_s / 2):
+                    checked_claim = time.monotonic()
+                    # A no-op unless complete, unscored and unclaimed (the claimer died: its lease ran out).
+                    await self._complete(gid, self._first_seen.get(gid))
+                    continue
+            except NotReady as exc:
+                # The store is away (Redis paused or restarting): the waiters keep their deadline, the watcher
+                # keeps watching, so the result still reaches them when the store is back.
+                log.debug("group %s: %s", gid, exc.detail)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.1)
 

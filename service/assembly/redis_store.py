@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -70,6 +72,8 @@ class RedisGroupStore:
         self.ttl_s = ttl_s
         self._add = self._redis.register_script(_ADD_LUA)
         self._assign = self._redis.register_script(_ASSIGN_LUA)
+        # Written into claims: which replica process is scoring a group (for operators, and the tests).
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"
 
     def _k(self, kind: str, name: str) -> str:
         return f"{self.ns}:{kind}:{name}"
@@ -98,7 +102,7 @@ class RedisGroupStore:
 
     async def claim(self, gid: str, lease_s: float) -> bool:
         ok = await self._do(
-            "claim", lambda: self._redis.set(self._k("claim", gid), "1", nx=True, px=max(1, int(lease_s * 1000)))
+            "claim", lambda: self._redis.set(self._k("claim", gid), self.owner, nx=True, px=max(1, int(lease_s * 1000)))
         )
         return bool(ok)
 
