@@ -119,13 +119,6 @@ class MemoryGroupStore:
         found = self._results.get(gid)
         return found[0] if found is not None and found[1] > time.monotonic() else None
 
-    async def reserve(self, key: str, k: int) -> int:
-        now = time.monotonic()
-        value, expires = self._counters.get(key, (0, 0.0))
-        value = (value if expires > now else 0) + k
-        self._counters[key] = (value, now + self.ttl_s)
-        return value
-
     async def assign(self, key: str, names: list[str], window: int | None, max_age_s: float | None) -> list[int]:
         now = time.monotonic()
         self._sweep(now)

@@ -119,19 +119,6 @@ class RedisGroupStore:
         value: str | None = await self._do("poll", lambda: self._redis.get(self._k("result", gid)))
         return value
 
-    async def reserve(self, key: str, k: int) -> int:
-        name = self._k("seq", key)
-
-        async def run() -> int:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.incrby(name, k)
-                pipe.expire(name, self.ttl_s)
-                value, _ = await pipe.execute()
-            return int(value)
-
-        result: int = await self._do("reserve", run)
-        return result
-
     async def assign(self, key: str, names: list[str], window: int | None, max_age_s: float | None) -> list[int]:
         name = self._k("slots", key)
         # Wall-clock milliseconds: every replica's clock, which NTP keeps within far less than any max age.

@@ -58,10 +58,6 @@ class GroupStore(Protocol):
 
     async def get_result(self, gid: str) -> str | None: ...
 
-    async def reserve(self, key: str, k: int) -> int:
-        """Add k to a counter; answer its new value (slots end-k .. end-1 are the caller's)."""
-        ...
-
     async def assign(self, key: str, names: list[str], window: int | None, max_age_s: float | None) -> list[int]:
         """Atomically map each name to a slot of the sequence `key`: the slot it was given before, or the next
         free one. That is what makes a retry land where the first attempt did. With `window`, an earlier slot

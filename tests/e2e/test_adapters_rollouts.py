@@ -307,7 +307,8 @@ async def test_memory_store_bounds_open_groups_and_expires_them() -> None:
     await asyncio.sleep(0.25)
     assert (await store.add("g3", "m", 0, "a")).count == 1  # g1 and g2 expired and were swept
     assert await store.held("g1") == (None, {})
-    assert await store.reserve("k", 3) == 3 and await store.reserve("k", 2) == 5
+    assert await store.assign("k", ["a", "b", "c"], None, None) == [0, 1, 2]
+    assert await store.assign("k", ["c", "d"], None, None) == [2, 3]
 
 
 async def test_redis_store_add_is_atomic_idempotent_and_expires(redis_url: str) -> None:
@@ -329,8 +330,8 @@ async def test_redis_store_add_is_atomic_idempotent_and_expires(redis_url: str) 
         assert await store.claim("g", 5.0) and not await store.claim("g", 5.0)
         await store.release("g")
         assert await store.claim("g", 5.0)
-        ends = await asyncio.gather(*(store.reserve("seq", 2) for _ in range(10)))
-        assert sorted(ends) == list(range(2, 21, 2))  # every caller got its own two slots
+        slots = await asyncio.gather(*(store.assign("seq", [f"n{i}", f"m{i}"], None, None) for i in range(10)))
+        assert sorted(x for pair in slots for x in pair) == list(range(20))  # every caller got its own two slots
     finally:
         await store.close()
         r = redis.Redis.from_url(redis_url)
