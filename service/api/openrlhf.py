@@ -63,10 +63,12 @@ async def openrlhf_rewards(assembler: Assembler, req: OpenRLHFRequest) -> OpenRL
     for i, p in enumerate(req.prompts):
         positions.setdefault(p, []).append(i)
     rollouts: list[Rollout | None] = [None] * n
+    held: list[tuple[str, list[int]]] = []
     for prompt, members in positions.items():
         key = "openrlhf:" + hashlib.blake2b(prompt.encode(), digest_size=16).hexdigest()
         names = content_keys([req.query[i] for i in members])
-        slots = await assembler.store.assign(key, names, size, retry_window_s(assembler.settings))
+        slots = await assembler.assign_slots(key, names, size, retry_window_s(assembler.settings))
+        held.append((key, slots))
         for slot, i in zip(slots, members, strict=True):
             label = req.labels[i] if req.labels is not None else None
             rollouts[i] = Rollout(
@@ -78,7 +80,7 @@ async def openrlhf_rewards(assembler: Assembler, req: OpenRLHFRequest) -> OpenRL
                 reference=label if label else None,
             )
     try:
-        done = await assembler.submit(RolloutsRequest(rollouts=[r for r in rollouts if r is not None]))
+        done = await assembler.submit(RolloutsRequest(rollouts=[r for r in rollouts if r is not None]), held)
     except RequestError as exc:
         # Name the fields of the request the trainer actually sent.
         exc.fields = [_ROLLOUT_FIELD.sub(r"query[\1]", f) for f in exc.fields]

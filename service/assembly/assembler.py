@@ -180,12 +180,31 @@ class Assembler:
 
     # ---- the main call -------------------------------------------------------------------------------------
 
-    async def submit(self, req: RolloutsRequest) -> RolloutsResponse:
+    async def submit(self, req: RolloutsRequest, held: list[tuple[str, list[int]]] | None = None) -> RolloutsResponse:
+        """`held`: slots (GroupStore.assign) the caller took for these rollouts; they are kept live while this
+        call waits and released when it ends, like the ones taken here for rollouts without an index."""
+        held = list(held or [])
+        try:
+            self._check(req)
+            req, mine = await self._assign_indices(req)
+        except BaseException:
+            await self._let_go(held)
+            raise
+        held += mine
+        holding = asyncio.create_task(self._hold(held)) if held else None
+        try:
+            return await self._submit(req)
+        finally:
+            if holding is not None:
+                holding.cancel()
+                with contextlib.suppress(BaseException):
+                    await holding
+            await self._let_go(held)
+
+    async def _submit(self, req: RolloutsRequest) -> RolloutsResponse:
         started = time.perf_counter()
         arrived = time.monotonic()
         deadline = arrived + self.settings.group_timeout_s
-        self._check(req)
-        req = await self._assign_indices(req)
         first_pos: dict[str, int] = {}
         sizes: dict[str, int] = {}
         counts: dict[str, int] = {}
@@ -251,29 +270,76 @@ class Assembler:
             rollouts=out, groups=[by_gid[g] for g in gids], elapsed_ms=(time.perf_counter() - started) * 1000.0
         )
 
-    async def _assign_indices(self, req: RolloutsRequest) -> RolloutsRequest:
+    async def _assign_indices(self, req: RolloutsRequest) -> tuple[RolloutsRequest, list[tuple[str, list[int]]]]:
         """Rollouts without an index get a slot of their group keyed by their content: a new one (the next free,
-        atomic across replicas through the store) on first arrival, the same one on a retry."""
+        atomic across replicas through the store) on first arrival, the same one on a retry. Answers the
+        request with every index filled, and the slots this call holds while it waits."""
         unindexed: dict[str, list[int]] = {}
         for i, r in enumerate(req.rollouts):
             if r.index is None:
                 unindexed.setdefault(r.group_id, []).append(i)
         if not unindexed:
-            return req
+            return req, []
         rollouts = list(req.rollouts)
+        held = []
         for gid, members in unindexed.items():
             names = content_keys([_payload(rollouts[i]) for i in members])
-            slots = await self.store.assign("auto:" + gid, names, None, None)
+            slots = await self.assign_slots("auto:" + gid, names, None, None)
+            held.append(("auto:" + gid, slots))
             for slot, i in zip(slots, members, strict=True):
                 size = rollouts[i].group_size
                 if slot >= size:
+                    await self._let_go(held)
                     raise Conflict(
                         f"rollouts[{i}]: group {gid!r} already received its {size} rollouts (group_size); "
                         "a rollout without an index takes the next free one",
                         [f"rollouts[{i}].index"],
                     )
                 rollouts[i] = rollouts[i].model_copy(update={"index": slot})
-        return RolloutsRequest(rollouts=rollouts, options=req.options)
+        return RolloutsRequest(rollouts=rollouts, options=req.options), held
+
+    async def assign_slots(self, key: str, names: list[str], window: int | None, max_age_s: float | None) -> list[int]:
+        """The store's slots for `names` (GroupStore.assign), marked live for this call. A name whose earlier
+        slots are all live waits until each of them is either released or expired (its caller is gone: this
+        is its retry, which takes it) or renewed (its caller is alive: this is an identical new rollout, which
+        gets a slot of its own); that takes at most about DARLING_GROUP_LEASE_S."""
+        live_s = self.settings.group_lease_s
+        slots: list[int | None] = [None] * len(names)
+        force = [False] * len(names)
+        seen: dict[int, dict[int, float]] = {}
+        give_up = time.monotonic() + 3 * live_s
+        while True:
+            todo = [k for k, slot in enumerate(slots) if slot is None]
+            if not todo:
+                return [slot for slot in slots if slot is not None]
+            answers = await self.store.assign(
+                key, [names[k] for k in todo], window, max_age_s, live_s, [force[k] for k in todo]
+            )
+            for k, got in zip(todo, answers, strict=True):
+                if got.slot >= 0:
+                    slots[k] = got.slot
+                    continue
+                before = seen.setdefault(k, {})
+                renewed = all(s in before and until > before[s] for s, until in got.live.items())
+                force[k] = renewed or time.monotonic() > give_up
+                for s, until in got.live.items():
+                    before.setdefault(s, until)
+            if not all(force[k] for k in todo if slots[k] is None):
+                await asyncio.sleep(min(0.25, live_s / 10))
+
+    async def _hold(self, held: list[tuple[str, list[int]]]) -> None:
+        live_s = self.settings.group_lease_s
+        while True:
+            await asyncio.sleep(live_s / 3)
+            for key, slots in held:
+                with contextlib.suppress(NotReady):  # the next renewal may still be in time
+                    await self.store.hold(key, slots, live_s)
+
+    async def _let_go(self, held: list[tuple[str, list[int]]]) -> None:
+        for key, slots in held:
+            # The store away: the slots stay live until their lease runs out, which a retry waits for.
+            with contextlib.suppress(NotReady):
+                await self.store.let_go(key, slots)
 
     @staticmethod
     def _decode(raw: str) -> GroupReward:

@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import hashlib
 import time
+from dataclasses import dataclass, field
 
-from service.assembly.store import AddResult
+from service.assembly.store import AddResult, Assigned
 from service.errors import ServiceOverloaded
 
 
 def _digest(payload: str) -> str:
     # What a finished group keeps of a rollout: enough to tell a retry from a different rollout, not its text.
     return "#" + hashlib.blake2b(payload.encode(), digest_size=16).hexdigest()
+
+
+@dataclass
+class _Sequence:
+    """A slot sequence: the next free slot, each name's (slot, when given), until when each slot is live."""
+
+    counter: int = 0
+    names: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    live: dict[int, float] = field(default_factory=dict)
+    expires: float = 0.0
 
 
 def _reusable(
@@ -38,8 +49,7 @@ class MemoryGroupStore:
         self._results: dict[str, tuple[str, float]] = {}
         self._claims: dict[str, float] = {}
         self._counters: dict[str, tuple[int, float]] = {}
-        # Per sequence: the next free slot, each name's (slot, when given), and when the sequence expires.
-        self._slots: dict[str, tuple[int, dict[str, tuple[int, float]], float]] = {}
+        self._slots: dict[str, _Sequence] = {}
         self._next_sweep = 0.0
 
     @property
@@ -58,7 +68,7 @@ class MemoryGroupStore:
             self._results.pop(gid, None)
         for key in [k for k, (_, t) in self._counters.items() if t <= now]:
             self._counters.pop(key, None)
-        for key in [k for k, (_, _, t) in self._slots.items() if t <= now]:
+        for key in [k for k, seq in self._slots.items() if seq.expires <= now]:
             self._slots.pop(key, None)
         for gid in [g for g, t in self._claims.items() if t <= now]:
             self._claims.pop(gid, None)
@@ -119,21 +129,47 @@ class MemoryGroupStore:
         found = self._results.get(gid)
         return found[0] if found is not None and found[1] > time.monotonic() else None
 
-    async def assign(self, key: str, names: list[str], window: int | None, max_age_s: float | None) -> list[int]:
+    async def assign(
+        self, key: str, names: list[str], window: int | None, max_age_s: float | None, live_s: float, force: list[bool]
+    ) -> list[Assigned]:
         now = time.monotonic()
         self._sweep(now)
-        found = self._slots.get(key)
-        counter, slots = (found[0], found[1]) if found is not None and found[2] > now else (0, {})
+        seq = self._slots.get(key)
+        if seq is None or seq.expires <= now:
+            seq = _Sequence()
+            self._slots[key] = seq
         out = []
-        for name in names:
-            earlier = slots.get(name)
-            if earlier is None or not _reusable(earlier, counter, now, window, max_age_s):
-                earlier = (counter, now)
-                slots[name] = earlier
-                counter += 1
-            out.append(earlier[0])
-        self._slots[key] = (counter, slots, now + self.ttl_s)
+        for name, forced in zip(names, force, strict=True):
+            kept = [c for c in seq.names.get(name, []) if _reusable(c, seq.counter, now, window, max_age_s)]
+            free = [slot for slot, _ in kept if seq.live.get(slot, 0.0) <= now]
+            live = {slot: seq.live[slot] for slot, _ in kept if seq.live.get(slot, 0.0) > now}
+            if free:
+                chosen = free[0]
+            elif not live or forced:
+                chosen = seq.counter
+                kept.append((chosen, now))
+                seq.counter += 1
+            else:
+                seq.names[name] = kept
+                out.append(Assigned(-1, live))
+                continue
+            seq.names[name] = kept
+            seq.live[chosen] = now + live_s
+            out.append(Assigned(chosen))
+        seq.expires = now + self.ttl_s
         return out
+
+    async def hold(self, key: str, slots: list[int], live_s: float) -> None:
+        seq = self._slots.get(key)
+        if seq is not None:
+            for slot in slots:
+                seq.live[slot] = time.monotonic() + live_s
+
+    async def let_go(self, key: str, slots: list[int]) -> None:
+        seq = self._slots.get(key)
+        if seq is not None:
+            for slot in slots:
+                seq.live.pop(slot, None)
 
     async def close(self) -> None:
         return None

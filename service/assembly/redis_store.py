@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from service.assembly.store import AddResult
+from service.assembly.store import AddResult, Assigned
 from service.errors import NotReady
 
 _ADD_LUA = """
@@ -27,36 +27,63 @@ redis.call('EXPIRE', KEYS[1], ARGV[4])
 return {'ok', redis.call('HLEN', KEYS[1]) - 1, ''}
 """
 
-# KEYS[1]: the sequence's hash ('#' = next free slot, 'k:<name>' = "<slot>:<ms when given>"); ARGV: ttl,
-# window (0 = none), max age in ms (0 = none), now in ms, then the names.
+# KEYS[1]: the sequence's hash: '#' = next free slot; 'k:<name>' = "<slot>:<ms given>,..." (the name's slots);
+# 'l:<slot>' = ms until which the slot is live. ARGV: ttl, window (0 = none), max age ms (0 = none), now ms,
+# live ms, then (name, force) pairs. Answers per name {slot} or {-1, live slot, until ms, ...}.
 _ASSIGN_LUA = """
 local window = tonumber(ARGV[2])
 local max_age = tonumber(ARGV[3])
 local now = tonumber(ARGV[4])
+local live_ms = tonumber(ARGV[5])
 local out = {}
-for i = 5, #ARGV do
+for i = 6, #ARGV, 2 do
   local field = 'k:' .. ARGV[i]
+  local forced = ARGV[i + 1] == '1'
   local counter = tonumber(redis.call('HGET', KEYS[1], '#') or '0')
-  local slot = nil
+  local kept, live = {}, {}
+  local chosen = nil
   local held = redis.call('HGET', KEYS[1], field)
   if held then
-    local sep = string.find(held, ':', 1, true)
-    slot = tonumber(string.sub(held, 1, sep - 1))
-    local given = tonumber(string.sub(held, sep + 1))
-    if (window > 0 and math.floor(slot / window) < math.floor(counter / window) - 1)
-      or (max_age > 0 and now - given > max_age) then
-      slot = nil
+    for entry in string.gmatch(held, '[^,]+') do
+      local sep = string.find(entry, ':', 1, true)
+      local slot = tonumber(string.sub(entry, 1, sep - 1))
+      local given = tonumber(string.sub(entry, sep + 1))
+      local old = (window > 0 and math.floor(slot / window) < math.floor(counter / window) - 1)
+        or (max_age > 0 and now - given > max_age)
+      if not old then
+        kept[#kept + 1] = entry
+        local untl = tonumber(redis.call('HGET', KEYS[1], 'l:' .. slot) or '0')
+        if untl <= now then
+          if chosen == nil then chosen = slot end
+        else
+          live[#live + 1] = slot
+          live[#live + 1] = untl
+        end
+      end
     end
   end
-  if slot == nil then
-    slot = counter
-    redis.call('HSET', KEYS[1], field, slot .. ':' .. now, '#', counter + 1)
+  if chosen == nil and (#live == 0 or forced) then
+    chosen = counter
+    kept[#kept + 1] = counter .. ':' .. now
+    redis.call('HSET', KEYS[1], '#', counter + 1)
   end
-  out[#out + 1] = slot
+  if #kept > 0 then redis.call('HSET', KEYS[1], field, table.concat(kept, ',')) end
+  if chosen ~= nil then
+    redis.call('HSET', KEYS[1], 'l:' .. chosen, now + live_ms)
+    out[#out + 1] = {chosen}
+  else
+    local res = {-1}
+    for _, v in ipairs(live) do res[#res + 1] = v end
+    out[#out + 1] = res
+  end
 end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 return out
 """
+
+
+def _now_ms() -> int:
+    return round(time.time() * 1000)
 
 
 class RedisGroupStore:
@@ -119,18 +146,31 @@ class RedisGroupStore:
         value: str | None = await self._do("poll", lambda: self._redis.get(self._k("result", gid)))
         return value
 
-    async def assign(self, key: str, names: list[str], window: int | None, max_age_s: float | None) -> list[int]:
+    async def assign(
+        self, key: str, names: list[str], window: int | None, max_age_s: float | None, live_s: float, force: list[bool]
+    ) -> list[Assigned]:
         name = self._k("slots", key)
-        # Wall-clock milliseconds: every replica's clock, which NTP keeps within far less than any max age.
-        args: list[str | int] = [
-            self.ttl_s,
-            window or 0,
-            round((max_age_s or 0) * 1000),
-            round(time.time() * 1000),
-            *names,
-        ]
-        slots = await self._do("assign", lambda: self._assign(keys=[name], args=args))
-        return [int(x) for x in slots]
+        # Wall-clock milliseconds: every replica's clock, which NTP keeps far closer than any lease or max age.
+        args: list[str | int] = [self.ttl_s, window or 0, round((max_age_s or 0) * 1000), _now_ms()]
+        args.append(max(1, round(live_s * 1000)))
+        for n, f in zip(names, force, strict=True):
+            args += [n, int(f)]
+        answers = await self._do("assign", lambda: self._assign(keys=[name], args=args))
+        out = []
+        for a in answers:
+            if int(a[0]) >= 0:
+                out.append(Assigned(int(a[0])))
+            else:
+                out.append(Assigned(-1, {int(a[k]): int(a[k + 1]) / 1000 for k in range(1, len(a), 2)}))
+        return out
+
+    async def hold(self, key: str, slots: list[int], live_s: float) -> None:
+        until = _now_ms() + max(1, round(live_s * 1000))
+        mapping = {f"l:{s}": until for s in slots}
+        await self._do("hold", lambda: self._redis.hset(self._k("slots", key), mapping=mapping))
+
+    async def let_go(self, key: str, slots: list[int]) -> None:
+        await self._do("let go", lambda: self._redis.hdel(self._k("slots", key), *(f"l:{s}" for s in slots)))
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):

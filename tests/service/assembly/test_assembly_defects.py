@@ -8,10 +8,10 @@ import uuid
 from typing import Any
 
 import httpx
-import pytest
 
 from service.app import create_app
 from service.assembly.memory_store import MemoryGroupStore
+from service.assembly.store import GroupStore
 from service.ops import metrics
 from service.settings import Settings
 from tests.conftest import asgi_client
@@ -163,38 +163,54 @@ async def test_finished_groups_do_not_count_as_open_and_drop_their_texts() -> No
         assert other.status_code == 409 and other.json()["fields"] == ["rollouts[0].index"]
 
 
-async def test_memory_store_assign_is_idempotent_within_its_window() -> None:
-    store = MemoryGroupStore(ttl_s=60, max_open=10)
-    assert await store.assign("k", ["a", "b"], None, None) == [0, 1]
-    assert await store.assign("k", ["b", "c"], None, None) == [1, 2]
+async def slots(store: GroupStore, key: str, names: list[str], window: int | None, max_age: float | None) -> list[int]:
+    """Slots as a caller that is done at once sees them (nothing stays live)."""
+    got = [a.slot for a in await store.assign(key, names, window, max_age, 60.0, [False] * len(names))]
+    await store.let_go(key, got)
+    return got
+
+
+async def check_assign(store: GroupStore) -> None:
+    assert await slots(store, "k", ["a", "b"], None, None) == [0, 1]
+    assert await slots(store, "k", ["b", "c"], None, None) == [1, 2]
     # With a window of 2 slots: a name is kept while its slot is in the current or the previous block.
-    assert await store.assign("w", ["a", "b", "c"], 2, None) == [0, 1, 2]
-    assert await store.assign("w", ["a"], 2, None) == [0]  # block 0 is the previous one (block 1 is filling)
-    assert await store.assign("w", ["d", "e", "a"], 2, None) == [3, 4, 5]  # block 0 is two behind: a new slot
+    assert await slots(store, "w", ["a", "b", "c"], 2, None) == [0, 1, 2]
+    assert await slots(store, "w", ["a"], 2, None) == [0]  # block 0 is the previous one (block 1 is filling)
+    assert await slots(store, "w", ["d", "e", "a"], 2, None) == [3, 4, 5]  # block 0 is two behind: a new slot
     # With a maximum age: a name given longer ago than that is a new rollout.
-    assert await store.assign("t", ["a"], None, 0.1) == [0]
-    assert await store.assign("t", ["a"], None, 0.1) == [0]
+    assert await slots(store, "t", ["a"], None, 0.1) == [0]
+    assert await slots(store, "t", ["a"], None, 0.1) == [0]
     await asyncio.sleep(0.15)
-    assert await store.assign("t", ["a"], None, 0.1) == [1]
+    assert await slots(store, "t", ["a"], None, 0.1) == [1]
+    # A live slot (its caller still waits) is not given again unless forced; released, it is.
+    first = await store.assign("l", ["x"], None, None, 60.0, [False])
+    assert first[0].slot == 0
+    busy = await store.assign("l", ["x"], None, None, 60.0, [False])
+    assert busy[0].slot == -1 and list(busy[0].live) == [0]
+    assert (await store.assign("l", ["x"], None, None, 60.0, [True]))[0].slot == 1
+    await store.let_go("l", [0])
+    assert (await store.assign("l", ["x"], None, None, 60.0, [False]))[0].slot == 0
+    # A live slot that is not renewed expires: a retry of a caller that died takes it.
+    assert (await store.assign("e", ["y"], None, None, 0.05, [False]))[0].slot == 0
+    await asyncio.sleep(0.1)
+    assert (await store.assign("e", ["y"], None, None, 60.0, [False]))[0].slot == 0
 
 
-@pytest.mark.parametrize(("window", "max_age"), [(None, None), (2, None), (None, 0.1)])
-async def test_redis_store_assign_matches_memory(redis_url: str, window: int | None, max_age: float | None) -> None:
+async def test_memory_store_assign() -> None:
+    await check_assign(MemoryGroupStore(ttl_s=60, max_open=10))
+
+
+async def test_redis_store_assign(redis_url: str) -> None:
     import redis
 
     from service.assembly.redis_store import RedisGroupStore
 
     ns = f"test-assign-{uid()}"
     rs = RedisGroupStore(redis_url, ns, ttl_s=60, timeout_s=2.0)
-    ms = MemoryGroupStore(ttl_s=60, max_open=10)
     try:
-        for names in (["a", "b", "c"], ["a"], ["d", "e", "a"], ["e", "f"], [], ["a", "f"]):
-            if not names:
-                await asyncio.sleep(0.15)
-                continue
-            assert await rs.assign("k", names, window, max_age) == await ms.assign("k", names, window, max_age)
-        concurrent = await asyncio.gather(*(rs.assign("c", [f"n{i % 5}"], None, None) for i in range(20)))
-        assert sorted({s[0] for s in concurrent}) == [0, 1, 2, 3, 4]  # 5 names, 5 slots, whatever the order
+        await check_assign(rs)
+        concurrent = await asyncio.gather(*(slots(rs, "c", [f"n{i}"], None, None) for i in range(20)))
+        assert sorted(s[0] for s in concurrent) == list(range(20))
     finally:
         await rs.close()
         r = redis.Redis.from_url(redis_url)
