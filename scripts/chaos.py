@@ -3,14 +3,15 @@
 Real replica processes (`python -m service.cli serve`) share a private redis-server (started here, on a free
 loopback port, with an fsync'ed append-only file). One caller per rollout submits it alone, at a random moment
 and to a random replica, so every group arrives one by one, out of order and across replicas; half the groups
-send `index`, half let the server number them. Meanwhile Redis is paused (SIGSTOP/SIGCONT) and restarted, one
+send `index`, half let the server number them; some rollouts are exact copies of another of their group (which
+must count twice, unlike a retry). Meanwhile Redis is paused (SIGSTOP/SIGCONT) and restarted, one
 replica is SIGTERMed and another SIGKILLed (both restarted). Callers retry what a trainer retries (connection
 errors, 503, 429, 408) on another replica, until their reward comes or the run's time is up.
 
 Every group is scored once beforehand on one replica (POST /v1/rewards): the reference. A caller's answer is
-"mixed" when its reward, or its group's rewards, differ from the reference of its own group; "duplicated" when
-two callers of a group were given one index (or an index that is not theirs); "lost" when a caller never got
-its reward. It prints ONE JSON line (the rest goes to stderr):
+"mixed" when its reward, or its group's rewards, differ from the reference of its own group; "duplicated"
+when two callers of a group with different rollouts were given one index (or an index that is not theirs);
+"lost" when a caller never got its reward. It prints ONE JSON line (the rest goes to stderr):
 
     .venv/bin/python scripts/chaos.py --groups 24 --group-size 4 --replicas 3 --seconds 150
 """
@@ -58,20 +59,19 @@ def make_groups(n_groups: int, size: int, rng: random.Random) -> list[dict[str, 
     groups = []
     for g in range(n_groups):
         base = " ".join(rng.choice(WORDS) for _ in range(8))
-        responses = []
+        responses: list[str] = []
+        quality: list[float] = []
         for i in range(size):
+            luck = rng.random() if i > 0 else 1.0
+            if luck < 0.2:  # an exact copy of the previous rollout (sampling repeats itself): not a retry
+                responses.append(responses[-1])
+                quality.append(quality[-1])
+                continue
             # Some rollouts of a group say nearly the same thing, so classes differ from group to group.
-            twin = i > 0 and rng.random() < 0.3
-            responses.append(
-                f"{responses[i - 1]} indeed" if twin else f"Group {g} answer {i}: {base} {rng.random():.6f}"
-            )
-        groups.append(
-            {
-                "prompt": f"Chaos prompt {g}",
-                "responses": responses,
-                "quality": [round(rng.uniform(0.1, 1.0), 3) for _ in range(size)],
-            }
-        )
+            near = f"{responses[-1]} indeed" if luck < 0.4 else None
+            responses.append(near or f"Group {g} answer {i}: {base} {rng.random():.6f}")
+            quality.append(round(rng.uniform(0.1, 1.0), 3))
+        groups.append({"prompt": f"Chaos prompt {g}", "responses": responses, "quality": quality})
     return groups
 
 
@@ -157,8 +157,15 @@ def report(callers: list[Caller], groups: list[dict[str, Any]], ref: list[dict[s
     mixed = duplicated = 0
     for g in range(len(groups)):
         mine = [c for c in returned if c.group == g]
-        given = [c.answer["rollouts"][0]["index"] for c in mine if c.answer is not None]
-        duplicated += len(given) - len(set(given))
+        # Two callers given one index is a duplicate unless they sent the very same rollout (exact copies are
+        # interchangeable: each gets the reward of one of the copies, and the group holds them all).
+        holder: dict[int, str] = {}
+        for c in mine:
+            assert c.answer is not None
+            index, text = c.answer["rollouts"][0]["index"], json.dumps(c.body["rollouts"][0], sort_keys=True)
+            if holder.setdefault(index, text) != text:
+                duplicated += 1
+                log(f"group {g}: index {index} given to two different rollouts")
         for c in mine:
             assert c.answer is not None
             got = c.answer["rollouts"][0]
@@ -220,7 +227,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
             log(f"{len(callers)} callers over {args.spread:g} s, chaos meanwhile")
             await asyncio.gather(chaos(redis, replicas, args.pause), *(later(c) for c in callers))
-        return report(callers, groups, ref)
+        out = report(callers, groups, ref)
+        if out["duplicated"] or out["mixed"] or out["lost"]:
+            import redis as redis_client
+
+            dump = redis_client.Redis.from_url(redis.url, decode_responses=True)
+            with open(logs / "redis-dump.txt", "w") as f:
+                for key in sorted(dump.scan_iter("*")):
+                    kind = dump.type(key)
+                    f.write(f"{key} {dump.hgetall(key) if kind == 'hash' else dump.get(key)}\n")
+            log(f"the group store is dumped in {logs / 'redis-dump.txt'}")
+        return out
     finally:
         for rep in replicas:
             rep.stop()

@@ -302,11 +302,11 @@ class Assembler:
         """The store's slots for `names` (GroupStore.assign), marked live for this call. A name whose earlier
         slots are all live waits until each of them is either released or expired (its caller is gone: this
         is its retry, which takes it) or renewed (its caller is alive: this is an identical new rollout, which
-        gets a slot of its own); that takes at most about DARLING_GROUP_LEASE_S."""
+        gets a slot of its own); that takes at most about DARLING_GROUP_LEASE_S (twins: 2/5 of it)."""
         live_s = self.settings.group_lease_s
         slots: list[int | None] = [None] * len(names)
         force = [False] * len(names)
-        seen: dict[int, dict[int, float]] = {}
+        seen: dict[int, dict[int, set[float]]] = {}  # per name: the live-until times seen for each live slot
         give_up = time.monotonic() + 3 * live_s
         while True:
             todo = [k for k, slot in enumerate(slots) if slot is None]
@@ -319,18 +319,20 @@ class Assembler:
                 if got.slot >= 0:
                     slots[k] = got.slot
                     continue
-                before = seen.setdefault(k, {})
-                renewed = all(s in before and until > before[s] for s, until in got.live.items())
-                force[k] = renewed or time.monotonic() > give_up
+                # Renewed twice: one renewal may be the last one of a caller that has just stopped (sent before
+                # it stopped, applied after), a second one is not.
+                marks = seen.setdefault(k, {})
                 for s, until in got.live.items():
-                    before.setdefault(s, until)
+                    marks.setdefault(s, set()).add(until)
+                renewed = all(len(marks[s]) >= 3 for s in got.live)
+                force[k] = renewed or time.monotonic() > give_up
             if not all(force[k] for k in todo if slots[k] is None):
                 await asyncio.sleep(min(0.25, live_s / 10))
 
     async def _hold(self, held: list[tuple[str, list[int]]]) -> None:
         live_s = self.settings.group_lease_s
         while True:
-            await asyncio.sleep(live_s / 3)
+            await asyncio.sleep(live_s / 5)
             for key, slots in held:
                 with contextlib.suppress(NotReady):  # the next renewal may still be in time
                     await self.store.hold(key, slots, live_s)
