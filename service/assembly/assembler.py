@@ -13,7 +13,9 @@ holds; results are plain keys that other replicas poll.
 Resubmitting a rollout that the group already holds, unchanged, is not an error: that is what a client retry
 after a timeout looks like, and it gets the group's (possibly already computed) result. A rollout without an
 index is identified by its content (response and quality, and its position among identical ones in the same
-request): a retry maps to the slot the first attempt was given, so a failed attempt never leaves a hole.
+request), and its slot is live while its caller waits: a retry takes the slot of a first attempt whose caller
+is gone, so a failed attempt never leaves a hole, while an identical new rollout (its twin's slot keeps being
+renewed) gets a slot of its own (`assign_slots`).
 
 While the app drains (SIGTERM), waiting calls keep waiting for their groups (which may complete here or on
 another replica) until the drain deadline, then answer a retryable 503 (NotReady); what they stored stays in the
