@@ -126,6 +126,8 @@ class Assembler:
         self._futures: dict[str, asyncio.Future[str]] = {}
         self._waiters: dict[str, int] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._drained: asyncio.Future[None] | None = None
+        self._drain_task: asyncio.Task[None] | None = None
         self._first_seen: dict[str, float] = {}  # when this replica first waited on a group (for the metric)
         self.scored_groups = 0  # groups this replica scored (for tests and metrics)
 
@@ -133,7 +135,26 @@ class Assembler:
     def waiting_groups(self) -> int:
         return len(self._waiters)
 
+    def _drain_signal(self) -> asyncio.Future[None]:
+        """Done once the app's drain deadline has passed: one future every waiter also waits on."""
+        if self._drained is None:
+            self._drained = asyncio.get_running_loop().create_future()
+            self._drain_task = asyncio.create_task(self._watch_drain(self._drained))
+        return self._drained
+
+    async def _watch_drain(self, drained: asyncio.Future[None]) -> None:
+        # Polled by one task: a drain is a flag flipped by a signal handler, with nothing to await on.
+        while True:
+            deadline = self._drain_deadline()
+            now = time.monotonic()
+            if deadline is not None and deadline <= now:
+                drained.set_result(None)
+                return
+            await asyncio.sleep(0.25 if deadline is None else min(0.25, deadline - now))
+
     async def close(self) -> None:
+        if self._drain_task is not None:
+            self._drain_task.cancel()
         for t in list(self._watchers.values()):
             t.cancel()
         for t in list(self._watchers.values()):
@@ -462,21 +483,19 @@ class Assembler:
         watcher = self._watchers.get(gid)
         if watcher is None or watcher.done():
             self._watchers[gid] = asyncio.create_task(self._watch(gid, fut))
+        drained = self._drain_signal()
         try:
             while not fut.done():
-                drain = self._drain_deadline()
                 now = time.monotonic()
-                if drain is not None and drain <= now and drain < deadline:
+                if deadline <= now:
+                    return None
+                if drained.done():
                     raise NotReady(
                         f"this replica is shutting down and group {gid!r} was not finished in time; what was "
                         "submitted is kept: retry (on another replica)",
                         retry_after_s=1.0,
                     )
-                if deadline <= now:
-                    return None
-                # Woken at least every 0.25 s: a drain is a flag flipped by a signal, with nothing to await on.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(fut), min(deadline - now, 0.25))
+                await asyncio.wait((fut, drained), timeout=deadline - now, return_when=asyncio.FIRST_COMPLETED)
             return fut.result()
         finally:
             self._waiters[gid] -= 1
