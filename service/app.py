@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from starlette.datastructures import State
 
 from service.api import errors, openrlhf, rollouts, runs
 from service.api.routes import router
@@ -46,9 +48,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 app.state.grpc_port = await grpc_server.start()
             yield
         finally:
-            app.state.draining = True
+            # Under `serve`, SIGTERM began the drain (and HTTP's grace period is over by now); otherwise it
+            # begins here, with gRPC's grace period.
+            begin_drain(app.state, settings.shutdown_grace_s)
             if grpc_server is not None:
                 await grpc_server.stop()
+            # Only now: in-flight SubmitRollouts calls on gRPC need the assembler until the server stopped.
+            assembler = getattr(app.state, "assembler", None)
+            if assembler is not None:
+                app.state.assembler = None
+                await assembler.close()
             if not loading.done():
                 loading.cancel()
             with contextlib.suppress(BaseException):
@@ -64,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.draining = False
     app.state.admission = Admission(settings.max_inflight_requests)  # one in-flight bound for HTTP and gRPC
+    app.state.drain_deadline = None  # time.monotonic() by which assembly waiters must be answered (begin_drain)
     app.state.batch_metrics = metrics.BatchMetrics(lambda: getattr(getattr(app.state, "engine", None), "batchers", []))
     errors.install(app)
     app.include_router(router)
@@ -73,6 +83,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(runs.router)
     app.add_middleware(OperationsMiddleware, settings=settings, state=app.state)
     return app
+
+
+def begin_drain(state: State, grace_s: float) -> None:
+    """Mark the app draining; calls waiting on group assembly get until the drain deadline (a little before the
+    grace period ends, so that their retryable 503 still reaches the client) to be answered."""
+    state.draining = True
+    if getattr(state, "drain_deadline", None) is None:
+        state.drain_deadline = time.monotonic() + grace_s - min(2.0, grace_s / 4)
 
 
 def _record_models(engine: Engine) -> None:

@@ -2,7 +2,8 @@
 
 On SIGTERM (or SIGINT) the app is marked draining at once: /readyz answers 503 and a request that still arrives
 on an open connection gets 503 with Retry-After. uvicorn then stops accepting connections and waits up to
-`shutdown_grace_s` for the requests in flight; only after that does the lifespan stop the batchers (which finish
+`shutdown_grace_s` for the requests in flight (calls waiting on group assembly answer a retryable 503 a little
+before it ends if their group is not done by then); only after that does the lifespan stop the batchers (which finish
 what is queued) and the process exit.
 """
 
@@ -32,7 +33,9 @@ class DrainingServer(uvicorn.Server):
                 sig,
                 self.config.timeout_graceful_shutdown or 0,
             )
-        self.fastapi_app.state.draining = True
+        from service.app import begin_drain
+
+        begin_drain(self.fastapi_app.state, float(self.config.timeout_graceful_shutdown or 0))
         super().handle_exit(sig, frame)
 
 

@@ -101,6 +101,12 @@ class Settings(BaseSettings):
     group_max_open: int = Field(
         100_000, gt=0, description="Partial groups one replica holds in memory (no Redis) before 503."
     )
+    group_lease_s: float = Field(
+        5.0,
+        gt=0,
+        description="How long a replica's claim to score a complete group lasts; renewed while it scores, so a "
+        "group whose scoring replica died is taken over by another within about this long.",
+    )
     openrlhf_group_size: int = Field(
         8, gt=0, description="n for POST /v1/openrlhf: rollouts of one prompt are assembled into groups of n."
     )

@@ -18,8 +18,9 @@ from darling_client.schemas import (
 from fastapi import APIRouter, Depends, Query
 
 from service.api.rollouts import ERRORS, get_assembler
-from service.assembly.assembler import Assembler
+from service.assembly.assembler import Assembler, content_keys
 from service.errors import RequestError
+from service.settings import Settings
 
 router = APIRouter()
 
@@ -43,6 +44,12 @@ def openrlhf_response(query: str, prompt: str) -> str:
     return text
 
 
+def retry_window_s(settings: Settings) -> float:
+    """How long after its first arrival a query is taken for a retry of itself: a retry comes while its group
+    is assembled (at most DARLING_GROUP_TIMEOUT_S) or soon after; later, the same text is a new rollout."""
+    return 2.0 * settings.group_timeout_s
+
+
 async def openrlhf_rewards(assembler: Assembler, req: OpenRLHFRequest, run: str | None = None) -> OpenRLHFResponse:
     """Map one OpenRLHF request onto rollouts of groups by prompt, submit them, and answer in OpenRLHF's shape.
     `run`: the run label when the body has none (the route's `?run=` query parameter)."""
@@ -57,15 +64,21 @@ async def openrlhf_rewards(assembler: Assembler, req: OpenRLHFRequest, run: str 
     if req.labels is not None and len(req.labels) != n:
         raise RequestError(f"labels has {len(req.labels)} items but query has {n}", ["labels"])
     size = assembler.settings.openrlhf_group_size
-    # Slots per prompt, reserved atomically (across replicas too): slot // n is the group, slot % n the index.
+    # Slots per prompt, assigned atomically (across replicas too): slot // n is the group, slot % n the index.
+    # A query keeps the slot it was first given (keyed by its text, see content_keys) while that slot is in
+    # the prompt's current or previous group and was given within the retry window: a retry lands in its own
+    # group and shifts nothing after it (docs/trainers.md, "Retries").
     positions: dict[str, list[int]] = {}
     for i, p in enumerate(req.prompts):
         positions.setdefault(p, []).append(i)
     rollouts: list[Rollout | None] = [None] * n
+    held: list[tuple[str, list[int]]] = []
     for prompt, members in positions.items():
         key = "openrlhf:" + hashlib.blake2b(prompt.encode(), digest_size=16).hexdigest()
-        end = await assembler.store.reserve(key, len(members))
-        for slot, i in zip(range(end - len(members), end), members, strict=True):
+        names = content_keys([req.query[i] for i in members])
+        slots = await assembler.assign_slots(key, names, size, retry_window_s(assembler.settings))
+        held.append((key, slots))
+        for slot, i in zip(slots, members, strict=True):
             label = req.labels[i] if req.labels is not None else None
             rollouts[i] = Rollout(
                 group_id=f"{key}:{slot // size}",
@@ -77,7 +90,8 @@ async def openrlhf_rewards(assembler: Assembler, req: OpenRLHFRequest, run: str 
             )
     try:
         done = await assembler.submit(
-            RolloutsRequest(rollouts=[r for r in rollouts if r is not None], options=RewardOptions(run=req.run or run))
+            RolloutsRequest(rollouts=[r for r in rollouts if r is not None], options=RewardOptions(run=req.run or run)),
+            held,
         )
     except RequestError as exc:
         # Name the fields of the request the trainer actually sent.

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 from darling_client.schemas import ErrorBody, RolloutsRequest, RolloutsResponse
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, Request
 from starlette.datastructures import State
 
 from service.api.deps import get_scorer
@@ -16,17 +14,9 @@ from service.assembly.assembler import Assembler
 from service.engine.scoring import Scorer
 from service.errors import NotReady
 
-
-@contextlib.asynccontextmanager
-async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    yield
-    assembler: Assembler | None = getattr(app.state, "assembler", None)
-    if assembler is not None:
-        app.state.assembler = None
-        await assembler.close()
-
-
-router = APIRouter(lifespan=_lifespan)
+# No router lifespan: the app's lifespan closes the assembler, after both transports have stopped (a router's
+# lifespan would run inside the app's, before gRPC's grace period, and cut its SubmitRollouts calls short).
+router = APIRouter()
 
 ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorBody, "description": desc}
@@ -58,7 +48,9 @@ def app_assembler(state: State) -> Assembler:
                 raise NotReady("models are not loaded", retry_after_s=2.0)
             return s
 
-        assembler = Assembler(state.settings, make_store(state.settings), scorer)
+        assembler = Assembler(
+            state.settings, make_store(state.settings), scorer, lambda: getattr(state, "drain_deadline", None)
+        )
         state.assembler = assembler
     return assembler
 

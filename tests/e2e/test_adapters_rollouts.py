@@ -216,7 +216,10 @@ async def test_rollouts_without_index_are_numbered_on_arrival(local: Replica) ->
     assert sorted(g["index"] for g in got) == [0, 1, 2, 3]
     # all_pairs rewards do not depend on the order inside the group: each rollout keeps its own reward.
     assert [g["reward"] for g in got] == want
-    extra = httpx.post(local.base + "/v1/rollouts", json={"rollouts": [rs[0]]}, timeout=30)
+    # A retry of one of them is the same rollout (its slot again); a fifth, different rollout does not fit.
+    again = httpx.post(local.base + "/v1/rollouts", json={"rollouts": [rs[0]]}, timeout=30)
+    assert again.status_code == 200 and again.json()["rollouts"][0] == got[0]
+    extra = httpx.post(local.base + "/v1/rollouts", json={"rollouts": [{**rs[0], "response": "Pluto."}]}, timeout=30)
     assert extra.status_code == 409 and extra.json()["fields"] == ["rollouts[0].index"]
 
 
@@ -307,7 +310,7 @@ async def test_memory_store_bounds_open_groups_and_expires_them() -> None:
     await asyncio.sleep(0.25)
     assert (await store.add("g3", "m", 0, "a")).count == 1  # g1 and g2 expired and were swept
     assert await store.held("g1") == (None, {})
-    assert await store.reserve("k", 3) == 3 and await store.reserve("k", 2) == 5
+    assert [a.slot for a in await store.assign("k", ["a", "b", "c"], None, None, 60.0, [False] * 3)] == [0, 1, 2]
 
 
 async def test_redis_store_add_is_atomic_idempotent_and_expires(redis_url: str) -> None:
@@ -329,8 +332,10 @@ async def test_redis_store_add_is_atomic_idempotent_and_expires(redis_url: str) 
         assert await store.claim("g", 5.0) and not await store.claim("g", 5.0)
         await store.release("g")
         assert await store.claim("g", 5.0)
-        ends = await asyncio.gather(*(store.reserve("seq", 2) for _ in range(10)))
-        assert sorted(ends) == list(range(2, 21, 2))  # every caller got its own two slots
+        slots = await asyncio.gather(
+            *(store.assign("seq", [f"n{i}", f"m{i}"], None, None, 60.0, [False, False]) for i in range(10))
+        )
+        assert sorted(a.slot for pair in slots for a in pair) == list(range(20))  # each caller got its own two
     finally:
         await store.close()
         r = redis.Redis.from_url(redis_url)

@@ -283,8 +283,8 @@ class Rollout(_Strict):
         None,
         ge=0,
         description="This rollout's position in its group, 0 <= index < group_size; null = the server assigns "
-        "the next free index in arrival order (for trainers that do not know it; such a rollout is not "
-        "idempotent on retry).",
+        "the next free index in arrival order (for trainers that do not know it); a retry of the same rollout "
+        "(same response and quality) gets the index its first attempt was given.",
     )
     prompt: str = Field(..., description="The prompt; the same for every rollout of the group.")
     response: str = Field(..., description="This rollout's text.")
