@@ -53,13 +53,14 @@ SPACES: dict[str, tuple[Candidate, ...]] = {
     "current": (CURRENT,),
     "full": (
         CURRENT,
+        Candidate(("cos", "len", "lex"), hidden=16, steps=1200, weight_decay=0.1),
         Candidate(("cos", "len", "lex"), hidden=0, steps=600),
+        Candidate(("cos", "len", "lex", "list"), hidden=16, steps=1200),
         Candidate(("cos", "len", "lex", "seg"), hidden=16, steps=1200),
         Candidate(("cos", "len", "lex", "seg"), hidden=0, steps=600),
         Candidate(("cos", "len", "lex", "seg", "list"), hidden=16, steps=1200),
         Candidate(("cos", "len", "lex", "seg", "list"), hidden=0, steps=600),
         Candidate(("cos", "len", "lex", "seg", "list"), hidden=8, steps=600, weight_decay=0.1),
-        Candidate(("cos", "len", "lex", "seg", "list"), hidden=32, steps=1200, weight_decay=0.1),
     ),
 }
 
@@ -310,7 +311,7 @@ def cross_validate(
         inner_folds=inner_folds,
         n=len(pairs),
         positives=int(labels.sum()),
-        n_groups=int(len(np.unique(groups))),
+        n_groups=len(np.unique(groups)),
         n_extra=len(extra),
         candidates=[c.name for c in candidates],
         nested=summary(nested_folds),
@@ -318,3 +319,67 @@ def cross_validate(
         selected=selected,
         fold_estimates=estimates,
     )
+
+
+def select_and_fit(
+    pairs: Sequence[Pair],
+    views: dict[str, TextView],
+    extra: Sequence[Pair] = (),
+    space: str | Sequence[Candidate] = "full",
+    folds: int = 5,
+    threshold_rule: str = "balanced",
+    seed: int = 0,
+    base_config: HeadConfig | None = None,
+    progress: bool = True,
+) -> tuple[Any, dict[str, Any]]:
+    """The packaged head's recipe: pick the candidate by grouped k-fold over `pairs`, set its threshold on those
+    out-of-fold scores, refit on everything. The same choice the outer CV makes per fold, made on all pairs."""
+    from dataclasses import replace
+
+    from tqdm import tqdm
+
+    candidates = tuple(SPACES[space]) if isinstance(space, str) else tuple(space)
+    base_config = base_config or HeadConfig()
+    labels = np.array([p.label for p in pairs])
+    extra_labels = np.array([p.label for p in extra], dtype=float)
+    groups = pair_groups(pairs)
+    table = FeatureTable(pairs, extra, views, base_config.idf_buckets)
+    everything = np.arange(len(pairs))
+    inner = grouped_folds(labels, groups, folds, np.random.default_rng(seed))
+    scores: dict[str, tuple[float, float, float]] = {}
+    best: tuple[float, Candidate, float] | None = None
+    for cand in tqdm(candidates, desc="select", unit="candidate", disable=not progress):
+        xp, xe = table.matrix(cand.groups, everything)
+        oof = np.zeros(len(pairs))
+        for held in inner:
+            fit_rows = np.setdiff1d(everything, held)
+            oof[held] = _fit_predict(cand, xp, xe, labels, extra_labels, fit_rows, held, seed)
+        threshold = choose_threshold(oof, labels, threshold_rule)
+        m = evaluate(oof, labels, threshold)
+        scores[cand.name] = (float(m["balanced_accuracy"]), float(m["roc_auc"]), threshold)
+        if best is None or m["balanced_accuracy"] > best[0]:
+            best = (float(m["balanced_accuracy"]), cand, threshold)
+    assert best is not None
+    bal, cand, threshold = best
+    xp, xe = table.matrix(cand.groups, everything)
+    x = torch.cat([xp, xe])
+    y = torch.from_numpy(np.r_[labels, extra_labels]).float()
+    strata = torch.tensor([0] * len(pairs) + [1] * len(extra))
+    idf = table._idf(everything)
+    config = replace(base_config, groups=cand.groups, hidden=cand.hidden, threshold=threshold)
+    head = fit_head(
+        config, x, y, strata, steps=cand.steps, lr=cand.lr, weight_decay=cand.weight_decay, seed=seed, idf=idf
+    )
+    record = {
+        "candidate": cand.name,
+        "candidates": len(candidates),
+        "selection_folds": folds,
+        "threshold_rule": threshold_rule,
+        "cv_balanced_accuracy": round(bal, 4),
+        "cv_roc_auc": round(scores[cand.name][1], 4),
+        "steps": cand.steps,
+        "lr": cand.lr,
+        "weight_decay": cand.weight_decay,
+        "seed": seed,
+    }
+    return head, record
