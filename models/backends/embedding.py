@@ -18,15 +18,15 @@ from typing import Any
 import torch
 
 from models.backends.base import Encoded, fingerprint, weights_digest
-from models.backends.embedding_head import PairHead, TextView, is_head_dir, name_set, opening_set, word_set
+from models.backends.embedding_head import HeadConfig, PairHead, TextView, is_head_dir, make_view, window_means
 from models.backends.loading import LoadOptions, load_pretrained, load_tokenizer, to_device
 
 # Calibrated on the packaged pairs, models/data/noveltybench_pairs (docs/classifiers.md).
 DEFAULT_COSINE_THRESHOLD = 0.837
 MAX_TOKENS = 256  # all-MiniLM-L6-v2 was trained with 256-token inputs (sentence_bert_config.json)
 EMBED_ROWS = 64  # encoder rows per forward: bounds activation memory whatever the batcher sends
-# One side of a pair as the encoder needs it: key, token rows (one per window), token count, word sets.
-Side = tuple[str, list[list[int]], int, frozenset[str], frozenset[str], frozenset[str]]
+# One side of a pair as the encoder needs it: key, token rows (one per window), token count, the text.
+Side = tuple[str, list[list[int]], int, str]
 log = logging.getLogger(__name__)
 DEFAULT_HEAD = os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets", "minilm_head")
 
@@ -89,6 +89,7 @@ class EmbeddingClassifier:
         self.max_tokens = max_tokens
         # Without a head only the first window is ever read, exactly as the plain cosine always did.
         self.max_chunks = max_chunks or (head.config.max_chunks if head is not None else 1)
+        self.segment_tokens = (head.config if head is not None else HeadConfig()).segment_tokens
         # The id says whether the head judges: a cosine and a head verdict must never be mistaken for each other.
         self.id = f"embedding:{model_id}" if head is None else f"embedding:{model_id}+head"
         if head is None:
@@ -160,7 +161,7 @@ class EmbeddingClassifier:
 
     def _side(self, text: str) -> tuple[Side, bool, int]:
         rows, cut, n = self._chunks(text)
-        side = (text_key(text), rows, n, word_set(text), name_set(text), opening_set(text))
+        side = (text_key(text), rows, n, text)
         return side, cut, sum(len(r) for r in rows)
 
     def encode_pair(self, a: str, b: str) -> Encoded:
@@ -169,8 +170,8 @@ class EmbeddingClassifier:
         return Encoded(cost=max(ca, cb), payload=(sa, sb), truncated=(ta, tb))
 
     @torch.inference_mode()
-    def embed(self, rows: list[list[int]]) -> torch.Tensor:
-        """Unit mean-pooled embeddings of token rows, in their order, `EMBED_ROWS` rows per forward."""
+    def window_states(self, rows: list[list[int]]) -> list[torch.Tensor]:
+        """Last hidden states of each token row, unpadded and in their order, `EMBED_ROWS` rows per forward."""
         out: list[torch.Tensor] = []
         for start in range(0, len(rows), EMBED_ROWS):
             part = rows[start : start + EMBED_ROWS]
@@ -181,10 +182,13 @@ class EmbeddingClassifier:
                 ids[i, : len(r)] = torch.tensor(r)
                 mask[i, : len(r)] = 1
             inputs = to_device({"input_ids": ids, "attention_mask": mask}, self._device)
-            hidden = self.model(**inputs).last_hidden_state
-            emb = mean_pool(hidden.float(), inputs["attention_mask"])
-            out.append(torch.nn.functional.normalize(emb, dim=-1).cpu())
-        return torch.cat(out)
+            hidden = self.model(**inputs).last_hidden_state.float().cpu()
+            out.extend(hidden[i, : len(r)] for i, r in enumerate(part))
+        return out
+
+    def embed(self, rows: list[list[int]]) -> torch.Tensor:
+        """Unit mean-pooled embeddings of token rows, in their order (the sentence-transformers pooling)."""
+        return window_means(self.window_states(rows))
 
     def views(self, sides: list[Side]) -> dict[str, TextView]:
         """Views by text key, embedding only texts not in the LRU, rows shortest first to limit padding."""
@@ -201,15 +205,15 @@ class EmbeddingClassifier:
         if todo:
             flat = [(key, j, row) for key, side in todo.items() for j, row in enumerate(side[1])]
             flat.sort(key=lambda t: len(t[2]))
-            vectors = self.embed([row for _, _, row in flat])
+            states = self.window_states([row for _, _, row in flat])
             per_text: dict[str, list[tuple[int, torch.Tensor]]] = {}
-            for (key, j, _), vec in zip(flat, vectors, strict=True):
-                per_text.setdefault(key, []).append((j, vec))
+            for (key, j, _), h in zip(flat, states, strict=True):
+                per_text.setdefault(key, []).append((j, h))
             with self._lock:
                 for key, parts in per_text.items():
-                    _, _, n, words, names, opening = todo[key]
-                    chunks = torch.stack([v for _, v in sorted(parts, key=lambda p: p[0])])
-                    view = TextView(chunks=chunks, n_tokens=n, words=words, names=names, opening=opening)
+                    _, _, n, text = todo[key]
+                    ordered = [h for _, h in sorted(parts, key=lambda p: p[0])]
+                    view = make_view(text, ordered, n, self.segment_tokens)
                     found[key] = view
                     self._cache[key] = view
                 while len(self._cache) > self._cache_size:

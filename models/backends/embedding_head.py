@@ -25,7 +25,7 @@ HEAD_WEIGHTS = "head.safetensors"
 HEAD_CONFIG = "head.json"
 
 # Feature groups a head may use; the config names the ones it was trained with, in this order.
-SCALAR_GROUPS: dict[str, int] = {"cos": 6, "len": 3, "lex": 5}
+SCALAR_GROUPS: dict[str, int] = {"cos": 6, "len": 3, "lex": 5, "seg": 6, "list": 4}
 VECTOR_GROUPS = ("vec",)
 
 
@@ -38,6 +38,10 @@ class TextView:
     words: frozenset[str]
     names: frozenset[str] = frozenset()  # capitalised phrases: characters, places, titles
     opening: frozenset[str] = frozenset()  # words of the first line: a title or the answer's first claim
+    # Unit means of short token segments inside each window (`HeadConfig.segment_tokens`): finer than a window,
+    # so one shared idea in two long answers can find its match; empty unless the head uses "seg".
+    segments: torch.Tensor | None = None
+    items: tuple[frozenset[str], ...] = ()  # the opening words of each bullet, numbered item or heading
 
     @property
     def first(self) -> torch.Tensor:
@@ -57,6 +61,40 @@ def word_set(text: str) -> frozenset[str]:
 
 def opening_set(text: str) -> frozenset[str]:
     return word_set(next((line for line in text.strip().splitlines() if line.strip()), ""))
+
+
+_ITEM = re.compile(r"^\s*(?:[-*+\u2022]|\d{1,3}[.)]|#{1,6})\s+(.+)$")
+ITEM_WORDS = 8  # an item's title: the first words carry what the item is about, the rest is elaboration
+
+
+def item_sets(text: str) -> tuple[frozenset[str], ...]:
+    """Each list item's or heading's first words: two answers with the same items are usually the same answer."""
+    out = []
+    for line in text.splitlines():
+        m = _ITEM.match(line)
+        if m:
+            words = word_set(" ".join(m.group(1).split()[:ITEM_WORDS]))
+            if words:
+                out.append(words)
+    return tuple(out)
+
+
+def segment_means(states: list[torch.Tensor], width: int) -> torch.Tensor:
+    """Unit mean-pooled runs of `width` content tokens inside each window's token states ([CLS]/[SEP] dropped).
+
+    The tokens are read in their window's context, so this costs no encoder pass beyond the window's own.
+    """
+    segs: list[torch.Tensor] = []
+    for h in states:
+        body = h[1:-1] if len(h) > 2 else h
+        for start in range(0, len(body), width):
+            segs.append(body[start : start + width].mean(0))
+    return nn.functional.normalize(torch.stack(segs), dim=-1)
+
+
+def window_means(states: list[torch.Tensor]) -> torch.Tensor:
+    """Each window's unit mean-pooled embedding (the sentence-transformers pooling of all-MiniLM-L6-v2)."""
+    return nn.functional.normalize(torch.stack([h.mean(0) for h in states]), dim=-1)
 
 
 def name_set(text: str) -> frozenset[str]:
@@ -86,6 +124,7 @@ class HeadConfig:
     threshold: float = 0.5
     max_chunks: int = 8
     idf_buckets: int = 1 << 14
+    segment_tokens: int = 64
     base: str = "all-MiniLM-L6-v2"
     base_digest: str = ""
     trained: dict[str, object] = field(default_factory=dict)  # recipe and data, for the record
@@ -104,6 +143,34 @@ def _weighted_jaccard(a: frozenset[str], b: frozenset[str], idf: list[float]) ->
     inter = sum(idf[bucket(w, n)] for w in a & b)
     union = sum(idf[bucket(w, n)] for w in a | b)
     return inter / union if union > 0 else 0.0
+
+
+def _segment_features(a: TextView, b: TextView) -> torch.Tensor:
+    if a.segments is None or b.segments is None:
+        raise ValueError('feature group "seg" needs views with segments')
+    sim = a.segments @ b.segments.T
+    ab, ba = sim.max(1).values, sim.max(0).values
+    hit = (float((ab > 0.8).float().mean()) + float((ba > 0.8).float().mean())) / 2
+    return torch.tensor(
+        [
+            (float(ab.mean()) + float(ba.mean())) / 2,  # every segment's best match on the other side
+            min(float(ab.mean()), float(ba.mean())),  # the side with more of its own ideas
+            float(sim.max()),
+            float(sim.mean()),
+            float(sim[0, 0]),  # the openings: the answer's first claim
+            hit,  # share of segments with a near-paraphrase on the other side
+        ]
+    )
+
+
+def _list_features(a: tuple[frozenset[str], ...], b: tuple[frozenset[str], ...]) -> torch.Tensor:
+    na, nb = math.log1p(len(a)), math.log1p(len(b))
+    soft = 0.0
+    if a and b:
+        ab = sum(max(_jaccard(x, y) for y in b) for x in a) / len(a)
+        ba = sum(max(_jaccard(x, y) for x in a) for y in b) / len(b)
+        soft = (ab + ba) / 2
+    return torch.tensor([min(na, nb), abs(na - nb), float(bool(a) and bool(b)), soft])
 
 
 def pair_features(groups: tuple[str, ...], a: TextView, b: TextView, idf: list[float]) -> torch.Tensor:
@@ -139,6 +206,10 @@ def pair_features(groups: tuple[str, ...], a: TextView, b: TextView, idf: list[f
                     ]
                 )
             )
+        elif g == "seg":
+            parts.append(_segment_features(a, b))
+        elif g == "list":
+            parts.append(_list_features(a.items, b.items))
         elif g == "vec":
             u, v = a.mean, b.mean
             parts.append(torch.cat([(u - v).abs(), u * v]))
@@ -218,3 +289,16 @@ class PairHead(nn.Module):
 
 def is_head_dir(path: str) -> bool:
     return os.path.isfile(os.path.join(path, HEAD_CONFIG)) and os.path.isfile(os.path.join(path, HEAD_WEIGHTS))
+
+
+def make_view(text: str, states: list[torch.Tensor], n_tokens: int, segment_tokens: int) -> TextView:
+    """One text's view from its windows' token states: what the service and the training code both build."""
+    return TextView(
+        chunks=window_means(states),
+        n_tokens=n_tokens,
+        words=word_set(text),
+        names=name_set(text),
+        opening=opening_set(text),
+        segments=segment_means(states, segment_tokens),
+        items=item_sets(text),
+    )

@@ -13,6 +13,7 @@ class Pair:
     a: str
     b: str
     label: int  # 1 = equivalent
+    group: str = ""  # the prompt both answers reply to, if the file names it: pairs of one prompt share a fold
 
 
 def read_pairs(path: str) -> list[Pair]:
@@ -30,6 +31,7 @@ def read_pairs(path: str) -> list[Pair]:
                         a=str(row["generation_0"]),
                         b=str(row["generation_1"]),
                         label=int(bool(row["similar"])),
+                        group=str(row.get("prompt", "")),
                     )
                 )
             except (ValueError, KeyError, TypeError) as exc:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import random
 from dataclasses import replace
 from typing import Any
@@ -23,44 +22,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def compute_views(
-    clf: EmbeddingClassifier, texts: list[str], cache_file: str | None = None, batch_texts: int = 16
-) -> dict[str, TextView]:
-    """Each distinct text's view, embedded once; `cache_file` keeps them across runs (keyed by encoder and window)."""
-    from tqdm import tqdm
+def compute_views(clf: EmbeddingClassifier, texts: list[str], cache_file: str | None = None) -> dict[str, TextView]:
+    """Each distinct text's view, encoded once; `cache_file` keeps the token states across runs."""
+    from models.training.token_cache import encode_texts, views_from_states
 
-    from models.backends.embedding_head import name_set, opening_set, word_set
-
-    tag = f"{clf.fingerprint}:{clf.max_chunks}"
-    cached: dict[str, Any] = {}
-    if cache_file and os.path.isfile(cache_file):
-        blob = torch.load(cache_file, weights_only=False)
-        if blob.get("tag") == tag:
-            cached = blob["views"]
-    views: dict[str, TextView] = {}
-    todo: dict[str, str] = {}
-    for t in texts:
-        k = text_key(t)
-        if k in cached:
-            chunks, n = cached[k][:2]
-            views[k] = TextView(chunks, n, word_set(t), name_set(t), opening_set(t))
-        else:
-            todo[k] = t
-    keys = sorted(todo, key=lambda k: len(todo[k]))
-    with tqdm(total=len(keys), unit="text", desc="embedding", disable=not keys) as bar:
-        for start in range(0, len(keys), batch_texts):
-            part = keys[start : start + batch_texts]
-            sides = []
-            for k in part:
-                side, _, _ = clf._side(todo[k])
-                sides.append(side)
-            views.update(clf.views(sides))
-            bar.update(len(part))
-    if cache_file and todo:
-        store = {k: (v.chunks, v.n_tokens) for k, v in views.items()}
-        store.update({k: v for k, v in cached.items() if k not in store})
-        torch.save({"tag": tag, "views": store}, cache_file)
-    return views
+    return views_from_states(clf, texts, encode_texts(clf, texts, cache_file), clf.segment_tokens)
 
 
 def pair_views(pairs: list[Pair], views: dict[str, TextView]) -> list[tuple[TextView, TextView]]:

@@ -52,20 +52,14 @@ def _train_head(args: argparse.Namespace, pairs: list[Pair]) -> dict[str, Any]:
     import numpy as np
 
     from models.backends.base import weights_digest
-    from models.backends.embedding import EmbeddingClassifier, packaged_minilm_path
+    from models.backends.embedding import packaged_minilm_path
     from models.backends.embedding_head import HeadConfig
-    from models.backends.loading import LoadOptions
     from models.training.head import compute_views, train_head
     from models.training.metrics import evaluate
 
     base = args.base or packaged_minilm_path()
-    encoder = EmbeddingClassifier.load(base, LoadOptions(device=args.device), head="none")
-    encoder = EmbeddingClassifier(
-        encoder.model, encoder.tokenizer, 0.5, "train", weights_digest(base), max_chunks=args.max_chunks
-    )
-    extra: list[Pair] = []
-    if args.ideas != "none":
-        extra = read_idea_pairs(packaged_ideas() if args.ideas == "packaged" else args.ideas)
+    encoder = _frozen_encoder(args)
+    extra = _ideas(args.ideas)
     views = compute_views(encoder, sorted({t for p in pairs + extra for t in (p.a, p.b)}), args.cache)
     config = HeadConfig(
         groups=tuple(args.features.split(",")),
@@ -73,9 +67,21 @@ def _train_head(args: argparse.Namespace, pairs: list[Pair]) -> dict[str, Any]:
         hidden=args.hidden,
         dropout=args.dropout,
         max_chunks=args.max_chunks,
+        segment_tokens=encoder.segment_tokens,
         base="all-MiniLM-L6-v2" if base == packaged_minilm_path() else os.path.basename(os.path.normpath(base)),
         base_digest=weights_digest(base),
     )
+    if args.space:
+        from models.training.cv import select_and_fit
+
+        head, chosen = select_and_fit(
+            pairs, views, extra, args.space, threshold_rule=args.threshold_rule, seed=args.seed, base_config=config
+        )
+        chosen.update(pairs=os.path.basename(args.pairs), split=args.split, limit=args.limit, n_pairs=len(pairs))
+        chosen.update(n_idea_pairs=len(extra), ideas=args.ideas, space=args.space)
+        head.config = replace(head.config, trained=chosen)
+        head.save(args.out)
+        return {"out": args.out, "threshold": head.config.threshold, "features": head.config.n_features, **chosen}
     head, oof = train_head(
         config,
         pairs,
@@ -214,10 +220,83 @@ def _table(m: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _frozen_encoder(args: argparse.Namespace) -> Any:
+    """The frozen encoder the head reads, windowed as the head will be (not the served classifier)."""
+    from models.backends.base import weights_digest
+    from models.backends.embedding import EmbeddingClassifier, packaged_minilm_path
+    from models.backends.loading import LoadOptions
+
+    base = args.base or packaged_minilm_path()
+    encoder = EmbeddingClassifier.load(base, LoadOptions(device=args.device), head="none")
+    return EmbeddingClassifier(
+        encoder.model, encoder.tokenizer, 0.5, "train", weights_digest(base), max_chunks=args.max_chunks
+    )
+
+
+def _cv_table(r: dict[str, Any]) -> str:
+    def fmt(iv: dict[str, float]) -> str:
+        return f"{iv['mean']:.4f}  [{iv['ci_low']:.4f}, {iv['ci_high']:.4f}]"
+
+    lines = [
+        f"protocol              {r['repeats']}x{r['folds']}-fold, grouped ({r['n_groups']} groups), stratified; "
+        f"nested: {r['inner_folds']}-fold inner CV picks 1 of {len(r['candidates'])} configurations "
+        f"and the threshold ({r['threshold_rule']})",
+        f"pairs                 {r['n']} ({r['positives']} equivalent) + {r['n_extra']} short idea pairs in training",
+        "interval              95% t over the fold estimates, Nadeau-Bengio corrected",
+    ]
+    lines += [f"{k.replace('_', ' '):<22}{fmt(v)}" for k, v in r["nested"].items()]
+    lines.append("each configuration (threshold still chosen inside the folds): balanced accuracy, roc auc")
+    for name, m in r["per_candidate"].items():
+        lines.append(
+            f"  {name:<44} {fmt(m['balanced_accuracy'])}  {m['roc_auc']['mean']:.4f}  selected {r['selected'][name]}x"
+        )
+    return "\n".join(lines)
+
+
+def _eval_cv(args: argparse.Namespace, pairs: list[Pair]) -> int:
+    import torch
+
+    from models.training.cv import cross_validate
+    from models.training.head import compute_views
+
+    if args.model or args.preset or args.head is not None:
+        raise SystemExit("--cv measures the embedding head's recipe; it takes no --model, --preset or --head")
+    if args.threshold is not None:
+        raise SystemExit("--cv chooses the threshold inside the training folds; --threshold does not apply")
+    torch.set_num_threads(max(1, os.cpu_count() or 1) if args.threads is None else args.threads)
+    encoder = _frozen_encoder(args)
+    extra = _ideas(args.ideas)
+    views = compute_views(encoder, sorted({t for p in pairs + extra for t in (p.a, p.b)}), args.cache)
+    result = cross_validate(
+        pairs,
+        views,
+        extra,
+        space=args.space or "full",
+        folds=args.folds,
+        repeats=args.repeats,
+        inner_folds=args.inner_folds,
+        threshold_rule=args.threshold_rule,
+        seed=args.seed,
+        rules=args.rules,
+    )
+    out = result.as_dict()
+    print(json.dumps(out, sort_keys=True) if args.json else _cv_table(out))
+    return 0
+
+
+def _ideas(spec: str) -> list[Pair]:
+    if spec == "none":
+        return []
+    return read_idea_pairs(packaged_ideas() if spec == "packaged" else spec)
+
+
 def _eval(args: argparse.Namespace) -> int:
     import numpy as np
 
     from models.training.metrics import evaluate, roc_curve
+
+    if args.cv:
+        return _eval_cv(args, _select(_read(args.pairs), args))
 
     if (args.model or args.preset) and (args.head is not None or args.base):
         raise SystemExit("--head and --base apply to the embedded default only, not to --model/--preset")
@@ -252,6 +331,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=None, help="Decision threshold (default: the model's own).")
 
 
+_RULE_HELP = (
+    "balanced: the balanced-accuracy-optimal cut of out-of-fold scores on the training side; prior: 0.5, the "
+    "balanced point of the class-weighted loss."
+)
+
+
 def register(sub: Any) -> None:
     clf = sub.add_parser("classifier", help="Train and evaluate equivalence classifiers on labelled pairs.")
     csub = clf.add_subparsers(dest="classifier_command", required=True)
@@ -283,7 +368,14 @@ def register(sub: Any) -> None:
     h.add_argument("--head-lr", type=float, default=3e-3)
     h.add_argument("--weight-decay", type=float, default=1e-2)
     h.add_argument("--max-chunks", type=int, default=8, help="256-token windows embedded per text.")
-    h.add_argument("--cache", default=None, help="File keeping the embedded texts between runs.")
+    h.add_argument("--cache", default=None, help="File keeping the encoded texts' token states between runs.")
+    h.add_argument(
+        "--space",
+        choices=("current", "full"),
+        default=None,
+        help="Pick the configuration from this space by grouped 5-fold CV on the pairs (the packaged head: full).",
+    )
+    h.add_argument("--threshold-rule", choices=("balanced", "prior"), default="balanced", help=_RULE_HELP)
     t.set_defaults(func=_train)
 
     e = csub.add_parser("eval", help="Accuracy, precision, recall, F1, ROC-AUC, best thresholds, confusion matrix.")
@@ -297,4 +389,16 @@ def register(sub: Any) -> None:
     e.add_argument("--batch", type=int, default=32, help="Pairs per forward.")
     e.add_argument("--json", action="store_true", help="One JSON object instead of a table.")
     e.add_argument("--roc", default=None, metavar="PNG", help="Write the ROC curve to this PNG file.")
+    cv = e.add_argument_group("--cv: repeated, grouped, nested cross-validation of the embedding head's recipe")
+    cv.add_argument("--cv", action="store_true", help="Cross-validate instead of scoring one fixed classifier.")
+    cv.add_argument("--space", choices=("current", "full"), default=None, help="Configurations compared (full).")
+    cv.add_argument("--folds", type=int, default=5)
+    cv.add_argument("--repeats", type=int, default=5)
+    cv.add_argument("--inner-folds", type=int, default=3, help="Inner CV on each training side: the choices.")
+    cv.add_argument("--threshold-rule", choices=("balanced", "prior"), default="balanced", help=_RULE_HELP)
+    cv.add_argument("--ideas", default="packaged", help="Short idea pairs added to every training side.")
+    cv.add_argument("--max-chunks", type=int, default=8, help="256-token windows encoded per text.")
+    cv.add_argument("--cache", default=None, help="File keeping the encoded texts' token states between runs.")
+    cv.add_argument("--seed", type=int, default=0)
+    cv.add_argument("--threads", type=int, default=None, help="Torch CPU threads (default: all cores).")
     e.set_defaults(func=_eval)

@@ -121,3 +121,24 @@ def test_bad_pairs_file_names_the_line(tmp_path: Path) -> None:
         main(["classifier", "eval", "--pairs", str(bad), "--json"])
     with pytest.raises(SystemExit, match="cannot load the classifier"):
         main(["classifier", "eval", "--pairs", str(PAIRS), "--model", str(tmp_path), "--limit", "2"])
+
+
+def test_eval_cv_prints_nested_figures_with_intervals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = make_tiny_bert(tmp_path / "base")
+    pairs = write_toy_pairs(tmp_path / "pairs.jsonl", 32)
+    argv = ["classifier", "eval", "--cv", "--pairs", str(pairs), "--base", str(base), "--ideas", "none"]
+    argv += ["--space", "current", "--folds", "2", "--repeats", "2", "--inner-folds", "2", "--threads", "1"]
+    argv += ["--cache", str(tmp_path / "states.pt")]
+    capsys.readouterr()
+    assert main([*argv, "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["folds"] == 2 and r["repeats"] == 2 and len(r["fold_estimates"]) == 4 and r["n"] == 32
+    assert r["candidates"] == ["cos+len+lex/h16/s1200/wd0.01"] and r["selected"] == {r["candidates"][0]: 4}
+    for metric in ("balanced_accuracy", "accuracy", "f1", "roc_auc"):
+        assert r["nested"][metric]["ci_low"] <= r["nested"][metric]["mean"] <= r["nested"][metric]["ci_high"]
+    assert (tmp_path / "states.pt").is_file()
+    assert main(argv) == 0  # the table, from the cache this time
+    table = capsys.readouterr().out
+    assert "balanced accuracy" in table and "1 of 1 configurations" in table and "Nadeau-Bengio" in table
+    with pytest.raises(SystemExit, match="--threshold does not apply"):
+        main([*argv, "--threshold", "0.5"])
