@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractContextManager, asynccontextmanager
 
@@ -35,6 +36,24 @@ def redis_url() -> str:
     except redis.RedisError as exc:  # pragma: no cover - scripts/test.sh guarantees one
         pytest.fail(f"no Redis at {url}: {exc}; run the tests through `make test`")
     return url
+
+
+def drop_namespace(redis_url: str, ns: str) -> None:
+    """Delete every key a test wrote under its Redis namespace (tests share one Redis)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{ns}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture
+def redis_namespace(redis_url: str) -> Iterator[str]:
+    """A fresh namespace on the shared Redis, emptied after the test."""
+    ns = f"test-{uuid.uuid4().hex[:12]}"
+    yield ns
+    drop_namespace(redis_url, ns)
 
 
 def free_port() -> int:

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 
 from service.app import create_app
 from service.settings import Settings
-from tests.conftest import serve
+from tests.conftest import drop_namespace, serve
 
 GROUPS: list[dict[str, Any]] = [
     {
@@ -101,12 +101,8 @@ def replicas(redis_url: str) -> Iterator[tuple[Replica, Replica]]:
     b = create_app(Settings(port=0, redis_url=redis_url, redis_namespace=ns, group_timeout_s=4.0))
     with serve(a) as base_a, serve(b) as base_b:
         yield Replica(base_a, a), Replica(base_b, b)
-    import redis
 
-    r = redis.Redis.from_url(redis_url)
-    keys = list(r.scan_iter(f"{ns}:*"))
-    if keys:
-        r.delete(*keys)
+    drop_namespace(redis_url, ns)
 
 
 def uid() -> str:
@@ -338,7 +334,4 @@ async def test_redis_store_add_is_atomic_idempotent_and_expires(redis_url: str) 
         assert sorted(a.slot for pair in slots for a in pair) == list(range(20))  # each caller got its own two
     finally:
         await store.close()
-        r = redis.Redis.from_url(redis_url)
-        keys = list(r.scan_iter(f"{ns}:*"))
-        if keys:
-            r.delete(*keys)
+        drop_namespace(redis_url, ns)

@@ -14,7 +14,7 @@ from service.assembly.memory_store import MemoryGroupStore
 from service.assembly.store import GroupStore
 from service.ops import metrics
 from service.settings import Settings
-from tests.conftest import asgi_client
+from tests.conftest import asgi_client, drop_namespace
 
 PROMPT = "Name a fruit."
 RESPONSES = ["An apple.", "A ripe banana from Ecuador."]
@@ -201,7 +201,6 @@ async def test_memory_store_assign() -> None:
 
 
 async def test_redis_store_assign(redis_url: str) -> None:
-    import redis
 
     from service.assembly.redis_store import RedisGroupStore
 
@@ -213,7 +212,4 @@ async def test_redis_store_assign(redis_url: str) -> None:
         assert sorted(s[0] for s in concurrent) == list(range(20))
     finally:
         await rs.close()
-        r = redis.Redis.from_url(redis_url)
-        keys = list(r.scan_iter(f"{ns}:*"))
-        if keys:
-            r.delete(*keys)
+        drop_namespace(redis_url, ns)

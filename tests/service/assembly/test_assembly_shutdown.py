@@ -33,16 +33,6 @@ from tests.service.assembly.test_assembly_defects import direct, rollout, until
 GRACE_S = 4.0
 
 
-@pytest.fixture
-def ns(redis_url: str) -> Iterator[str]:
-    name = f"test-drain-{uuid.uuid4().hex[:8]}"
-    yield name
-    r = redis.Redis.from_url(redis_url)
-    keys = list(r.scan_iter(f"{name}:*"))
-    if keys:
-        r.delete(*keys)
-
-
 def settings(redis_url: str, ns: str, **extra: Any) -> Settings:
     return Settings(
         port=0, redis_url=redis_url, redis_namespace=ns, group_timeout_s=60.0, shutdown_grace_s=GRACE_S, **extra

@@ -5,27 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 
 import httpx
-import pytest
-import redis
 
 from service.app import create_app
 from service.settings import Settings
 from tests.conftest import asgi_client
 
 N = 4
-
-
-@pytest.fixture
-def ns(redis_url: str) -> Iterator[str]:
-    name = f"test-orlhf-{uuid.uuid4().hex[:8]}"
-    yield name
-    r = redis.Redis.from_url(redis_url)
-    keys = list(r.scan_iter(f"{name}:*"))
-    if keys:
-        r.delete(*keys)
 
 
 def step(k: int) -> list[str]:

@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from service.tools.replicas import Replica, start_all
+from tests.conftest import drop_namespace
 
 LEASE_S = 2.0
 SIZE = 48
@@ -39,10 +40,7 @@ def cluster(redis_url: str, tmp_path: Path) -> Iterator[tuple[list[Replica], str
     finally:
         for r in replicas:
             r.stop()
-        client = redis.Redis.from_url(redis_url)
-        keys = list(client.scan_iter(f"{ns}:*"))
-        if keys:
-            client.delete(*keys)
+        drop_namespace(redis_url, ns)
 
 
 def texts(tag: str) -> list[str]:

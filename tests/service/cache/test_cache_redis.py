@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -76,12 +75,8 @@ def counts(g: dict[str, Any]) -> tuple[int, int, int, int]:
 
 
 @pytest.fixture
-def namespace(redis_url: str) -> Iterator[str]:
-    ns = f"test-{uuid.uuid4().hex[:12]}"
-    yield ns
-    client = redis.Redis.from_url(redis_url)
-    for name in client.scan_iter(match=f"{ns}:*", count=1000):
-        client.delete(name)
+def namespace(redis_namespace: str) -> str:
+    return redis_namespace
 
 
 class OwnRedis:
