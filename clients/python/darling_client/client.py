@@ -266,7 +266,8 @@ class AsyncRewardClient:
     # ---- group assembly ------------------------------------------------------------------------------------
 
     async def submit_request(self, request: RolloutsRequest) -> RolloutsResponse:
-        # Without an index, the server gives a resent rollout a fresh slot: a retry could count it twice.
+        # Without an index, the server gives a resent rollout its first attempt's slot only once that attempt
+        # stopped waiting; a resend after a lost response may race a wait still running and count twice.
         indexed = all(r.index is not None for r in request.rollouts)
         data = await self._call(
             "rollouts", request.model_dump(mode="json", exclude_none=True), self.rollouts_timeout, idempotent=indexed
