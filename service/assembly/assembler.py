@@ -215,8 +215,21 @@ class Assembler:
             raise
         held += mine
         holding = asyncio.create_task(self._hold(held)) if held else None
+        # Every wait in _submit has its own deadline; this bound is the backstop that keeps a store or scoring
+        # call stuck past them from holding the slots live for ever (a retry would then count as a new rollout).
+        bound = 2 * self.settings.group_timeout_s + 2 * self.settings.group_lease_s
         try:
-            return await self._submit(req)
+            async with asyncio.timeout(bound) as limit:
+                return await self._submit(req)
+        except TimeoutError:
+            if not limit.expired():
+                raise
+            log.warning("group assembly call exceeded its %.1f s bound; answering 503", bound)
+            raise NotReady(
+                f"group assembly did not answer within {bound:g} s (2 x DARLING_GROUP_TIMEOUT_S + 2 x "
+                "DARLING_GROUP_LEASE_S); what was submitted is kept: retry",
+                retry_after_s=1.0,
+            ) from None
         finally:
             if holding is not None:
                 holding.cancel()
