@@ -291,7 +291,7 @@ def main() -> int:
         f"fine-tuned top {args.top_layers}, train-fold cut": [r["ft_prior"]["roc_auc"] for r in rows_out],
     }
     if head:
-        cols["frozen MiniLM + head (eval --cv, nested)"] = head
+        cols["frozen MiniLM + head (eval --cv, repeat 1)"] = head
     print(f"\nbalanced accuracy per fold, {len(splits)} of {args.folds} grouped folds, mean [95% NB interval]")
     for name, v in cols.items():
         iv = interval(v, frac) if len(v) > 1 else {"mean": v[0], "ci_low": math.nan, "ci_high": math.nan}
