@@ -234,6 +234,10 @@ async def test_across_replicas_out_of_order_concurrent_scored_once(replicas: tup
     for sent, resp in zip(singles, resps, strict=True):
         k = gids.index(sent["group_id"])
         assert resp.json()["rollouts"][0]["reward"] == want[k][sent["index"]]
+    # A replica counts a group just after it stores the result, which the other replica's callers may read first.
+    deadline = asyncio.get_running_loop().time() + 5.0
+    while a.scored + b.scored - before < len(GROUPS) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.02)
     assert a.scored + b.scored - before == len(GROUPS)
 
 
