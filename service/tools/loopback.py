@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 
+def loopback_socket() -> socket.socket:
+    """A socket bound to a free loopback port, for uvicorn's `Server.run(sockets=[...])`."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
 @contextlib.contextmanager
 def serve_in_thread(app: Any, ready_path: str, timeout_s: float = 600.0) -> Iterator[str]:
     """uvicorn on a free loopback port in a thread; yields the base URL once `ready_path` answers 200."""
-    import socket
-
     import httpx
     import uvicorn
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
+    sock = loopback_socket()
+    port = int(sock.getsockname()[1])
     server = uvicorn.Server(
         # Keep-alive longer than any wait in the run: a server closing an idle pooled connection just as the
         # client reuses it reads as a dropped request (httpx ReadError) under a long one-pair-per-request queue.
@@ -34,7 +39,9 @@ def serve_in_thread(app: Any, ready_path: str, timeout_s: float = 600.0) -> Iter
             backlog=4096,
         )
     )
-    thread = threading.Thread(target=server.run, daemon=True, name=f"bench-server-{port}")
+    # The server takes the socket already bound: a port found free and bound later may meanwhile be another
+    # server's, whose /readyz would then answer for this one.
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name=f"bench-server-{port}")
     thread.start()
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s
@@ -52,3 +59,4 @@ def serve_in_thread(app: Any, ready_path: str, timeout_s: float = 600.0) -> Iter
     finally:
         server.should_exit = True
         thread.join(timeout=60)
+        sock.close()

@@ -27,7 +27,8 @@ from fastapi import FastAPI
 from service.app import create_app
 from service.server import DrainingServer
 from service.settings import Settings
-from tests.conftest import asgi_client, free_port
+from service.tools.loopback import loopback_socket
+from tests.conftest import asgi_client
 from tests.service.assembly.test_assembly_defects import direct, rollout, until
 
 GRACE_S = 4.0
@@ -42,13 +43,14 @@ def settings(redis_url: str, ns: str, **extra: Any) -> Settings:
 @contextlib.contextmanager
 def draining_server(app: FastAPI) -> Iterator[tuple[str, DrainingServer]]:
     """The production server class (SIGTERM drains) on a loopback port in a thread."""
-    port = free_port()
+    sock = loopback_socket()  # bound here: a port found free may be another server's by the time it is bound
+    port = sock.getsockname()[1]
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=round(GRACE_S)
     )
     server = DrainingServer(config, app)
     # uvicorn installs signal handlers only in the main thread; the test calls handle_exit itself.
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -63,6 +65,7 @@ def draining_server(app: FastAPI) -> Iterator[tuple[str, DrainingServer]]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+        sock.close()
 
 
 def stored(redis_url: str, ns: str, gid: str) -> dict[bytes, bytes]:
