@@ -156,6 +156,10 @@ class Scorer:
             [f"groups[{gi}].quality"],
         )
 
+    def quality_model(self, source: str) -> Model | None:
+        """The model behind a quality source (None for the caller's own scores)."""
+        return self.verifier if source == "verifier" else self.reward_model if source == "reward-model" else None
+
     def admit(self, req: RewardRequest) -> None:
         """Refuse (503 with Retry-After) while a model this request needs has a full queue: before any
         tokenization, cache round trip or planner round spends work on a request that would fail anyway.
@@ -170,7 +174,7 @@ class Scorer:
         add(self.classifier, sum(1 for g in req.groups if len(g.responses) > 1))
         for gi, g in enumerate(req.groups):
             source = self.quality_source(g, gi)
-            add(self.verifier if source == "verifier" else self.reward_model if source == "reward-model" else None, 1)
+            add(self.quality_model(source), 1)
         try:
             for b, n in need.values():
                 if n:
@@ -215,7 +219,7 @@ class Scorer:
         prefetch covers every group's first rounds."""
         for gi, g in enumerate(groups):
             source = self.quality_source(g, gi)
-            model = self.verifier if source == "verifier" else self.reward_model if source == "reward-model" else None
+            model = self.quality_model(source)
             if model is not None:
                 fp = model.backend.fingerprint
                 yield from (quality_key(fp, g.prompt, r, g.reference) for r in g.responses)
@@ -420,7 +424,7 @@ class Scorer:
         if source == "client":
             assert g.quality is not None
             return list(g.quality)
-        model = self.verifier if source == "verifier" else self.reward_model
+        model = self.quality_model(source)
         assert model is not None
         backend: QualityBackend = model.backend
         keys = [quality_key(backend.fingerprint, g.prompt, r, g.reference) for r in g.responses]
