@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="Alternating rounds; the median is reported.")
     parser.add_argument("--batch", type=int, default=32, help="Pairs per run() call.")
     parser.add_argument("--threads", type=int, default=None, help="Torch CPU threads (default: torch's).")
+    parser.add_argument(
+        "--max-chunks", type=int, default=None, help="Windows the default reads per text (default: its head's)."
+    )
     args = parser.parse_args(argv)
     import torch
 
@@ -70,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--groups x --n x --rounds x 2 = {need} texts; the packaged pairs have {len(texts)}")
     words = statistics.median(len(t.split()) for t in texts[:need])
     default = EmbeddingClassifier.load()
+    if args.max_chunks:
+        default.max_chunks = args.max_chunks
     cross = minilm_cross_encoder()
     chunks = iter(texts[i : i + args.n] for i in range(0, need, args.n))
     per_round: dict[str, list[float]] = {"default": [], "cross": []}
@@ -86,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps(
             {
                 "default": default.id,
+                "default_max_chunks": default.max_chunks,
                 "cross_encoder": f"{cross.id} (max_length {cross.preset.max_length})",
                 "groups": args.groups,
                 "n": args.n,

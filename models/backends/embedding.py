@@ -103,6 +103,8 @@ class EmbeddingClassifier:
         self._sep = int(tokenizer.sep_token_id)
         self._cache: OrderedDict[str, TextView] = OrderedDict()
         self._cache_size = cache_size
+        # A group of n asks for n(n-1)/2 pairs but has only n texts: tokenize each once, not n-1 times.
+        self._sides: OrderedDict[tuple[str, int], tuple[Side, bool, int]] = OrderedDict()
         self._lock = threading.Lock()
 
     @classmethod
@@ -160,9 +162,19 @@ class EmbeddingClassifier:
         return self._chunks(text)[1]
 
     def _side(self, text: str) -> tuple[Side, bool, int]:
+        key = (text_key(text), self.max_chunks)
+        with self._lock:
+            hit = self._sides.get(key)
+            if hit is not None:
+                self._sides.move_to_end(key)
+                return hit
         rows, cut, n = self._chunks(text)
-        side = (text_key(text), rows, n, text)
-        return side, cut, sum(len(r) for r in rows)
+        out = ((key[0], rows, n, text), cut, sum(len(r) for r in rows))
+        with self._lock:
+            self._sides[key] = out
+            while len(self._sides) > self._cache_size:
+                self._sides.popitem(last=False)
+        return out
 
     def encode_pair(self, a: str, b: str) -> Encoded:
         sa, ta, ca = self._side(a)

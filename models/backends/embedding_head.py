@@ -122,7 +122,7 @@ class HeadConfig:
     hidden: int = 16  # 0 = logistic regression on the features
     dropout: float = 0.0
     threshold: float = 0.5
-    max_chunks: int = 8
+    max_chunks: int = 1  # windows read per text: the packaged head reads the first 256 tokens (cost)
     idf_buckets: int = 1 << 14
     segment_tokens: int = 64
     base: str = "all-MiniLM-L6-v2"

@@ -89,12 +89,34 @@ def test_a_group_partitions_by_idea(minilm: EmbeddingClassifier) -> None:
         assert planner.classes() == [0, 1, 2, 1, 0, 2]
 
 
-def test_long_texts_are_read_in_windows_up_to_eight(minilm: EmbeddingClassifier) -> None:
-    """With the head: up to 8 windows of 256 tokens; the plain cosine reads the first 256 tokens only."""
-    assert minilm.max_chunks == 8
+def test_the_default_reads_the_first_window_and_flags_the_cut(minilm: EmbeddingClassifier) -> None:
+    """The packaged head reads each text's first 256 tokens (the cost target); a head may read up to 8 windows."""
+    assert minilm.head is not None and minilm.max_chunks == minilm.head.config.max_chunks == 1
     long, very_long = "word " * 300, "word " * 3000
-    assert not minilm.truncates(long) and minilm.truncates(very_long)
-    assert not minilm.truncates(PARAPHRASES[0][0])
-    assert minilm.encode_pair(very_long, PARAPHRASES[0][0]).truncated == (True, False)
+    assert minilm.truncates(long) and not minilm.truncates(PARAPHRASES[0][0])
+    assert minilm.encode_pair(long, PARAPHRASES[0][0]).truncated == (True, False)
+    wide = EmbeddingClassifier(minilm.model, minilm.tokenizer, 0.5, "m", "d", max_chunks=8)
+    assert not wide.truncates(long) and wide.truncates(very_long)
+    assert len(wide._chunks(long)[0]) == 2 and len(minilm._chunks(long)[0]) == 1
     plain = EmbeddingClassifier.load(opts=LoadOptions(device="cpu", dtype="float32"), head="none")
     assert plain.truncates(long) and not plain.truncates(PARAPHRASES[0][0])
+
+
+def test_a_group_tokenizes_each_text_once(minilm: EmbeddingClassifier, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The planner asks for n(n-1)/2 pairs of n texts: each text is tokenized once, and the answers are unchanged."""
+    import itertools
+
+    fresh = EmbeddingClassifier(minilm.model, minilm.tokenizer, 0.5, "m", "d", head=minilm.head)
+    texts = [a for a, _ in PARAPHRASES] + [b for _, b in DIFFERENT]
+    seen: list[str] = []
+    real = fresh._chunks
+
+    def counting(text: str) -> tuple[list[list[int]], bool, int]:
+        seen.append(text)
+        return real(text)
+
+    monkeypatch.setattr(fresh, "_chunks", counting)
+    pairs = list(itertools.combinations(texts, 2))
+    got = fresh.run([fresh.encode_pair(a, b) for a, b in pairs])
+    assert sorted(seen) == sorted(set(texts))
+    assert got == pytest.approx(minilm.run([minilm.encode_pair(a, b) for a, b in pairs]), abs=1e-5)
