@@ -20,6 +20,14 @@ RECIPE -- fixed before any test fold was scored; nothing below is tuned on test 
              (--head-json) are on the same folds. Interval: cv.interval (Nadeau-Bengio corrected t).
   baseline   frozen MiniLM cosine on the same folds and windows, threshold balanced-optimal on training folds.
 Cost shape kept: each text is encoded once, the pair score is the cosine of two per-text embeddings.
+
+--joint-head (second experiment, fixed before any fold of it was scored): the packaged first-window head's
+  features (the cosine, 3 length and 5 word-overlap features; IDF over the training fold's texts), standardised
+  on the training fold; the head is first fitted on the frozen encoder's cosine exactly as the packaged recipe
+  (cv.py CURRENT: MLP 16, 1200 full-batch steps, lr 3e-3, wd 0.01), then the top K layers and the head are
+  trained together on the head's class-weighted BCE, the same 3 epochs, 16-pair batches and schedule as above,
+  layers lr 2e-5, head lr 1e-3. Threshold 0.5 (the prior rule, as the packaged head). Compared on the same folds
+  with the packaged first-window recipe (--head-json from `eval --cv --space current --threshold-rule prior`).
 """
 
 from __future__ import annotations
