@@ -47,10 +47,11 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from models.backends.embedding import DEFAULT_COSINE_THRESHOLD, chunk_ids, packaged_minilm_path, text_key
+from models.backends.embedding_head import SCALAR_GROUPS, HeadConfig, TextView, name_set, opening_set, word_set
 from models.rules import decide_by_rules
-from models.training.cv import interval, pair_groups, repeated_folds
+from models.training.cv import CURRENT, FeatureTable, interval, pair_groups, repeated_folds
 from models.training.data import Pair, read_idea_pairs, read_pairs
-from models.training.head import class_weights
+from models.training.head import class_weights, fit_head, head_probs
 from models.training.metrics import best_thresholds, evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -130,6 +131,8 @@ def finetune(
     epochs: int,
     batch: int,
     seed: int,
+    head: Any = None,
+    fixed: torch.Tensor | None = None,  # per training pair: the head's other features (len, lex)
 ) -> tuple[torch.nn.ModuleList, torch.Tensor, list[float]]:
     import copy
 
@@ -139,10 +142,13 @@ def finetune(
     for p in layers.parameters():
         p.requires_grad_(True)
     calib = torch.nn.Parameter(torch.tensor([20.0, DEFAULT_COSINE_THRESHOLD]))
-    opt = torch.optim.AdamW(
-        [{"params": list(layers.parameters()), "lr": 2e-5}, {"params": [calib], "lr": 1e-2, "weight_decay": 0.0}],
-        weight_decay=0.01,
-    )
+    groups: list[dict[str, Any]] = [{"params": list(layers.parameters()), "lr": 2e-5}]
+    if head is None:
+        groups.append({"params": [calib], "lr": 1e-2, "weight_decay": 0.0})
+    else:
+        head.train()
+        groups.append({"params": [p for p in head.parameters() if p.requires_grad], "lr": 1e-3})
+    opt = torch.optim.AdamW(groups, weight_decay=0.01)
     base_lrs = [g["lr"] for g in opt.param_groups]
     labels = torch.tensor([float(t[2]) for t in train_pairs])
     weights = class_weights(labels, torch.tensor([t[3] for t in train_pairs]))
@@ -162,7 +168,11 @@ def finetune(
             emb = run_top(layers, [states[t] for t in texts])
             a = emb[[where[train_pairs[i][0]] for i in idx]]
             b = emb[[where[train_pairs[i][1]] for i in idx]]
-            logit = calib[0] * ((a * b).sum(-1) - calib[1])
+            if head is None:
+                logit = calib[0] * ((a * b).sum(-1) - calib[1])
+            else:
+                assert fixed is not None
+                logit = head(torch.cat([(a * b).sum(-1, keepdim=True), fixed[idx]], dim=1))
             loss = torch.nn.functional.binary_cross_entropy_with_logits(
                 logit, labels[idx], weight=weights[idx], reduction="sum"
             ) / float(weights[idx].sum())
@@ -210,6 +220,7 @@ def main() -> int:
         "fold estimates are the frozen head's on these folds",
     )
     ap.add_argument("--json-out", default=None)
+    ap.add_argument("--joint-head", action="store_true", help="the second experiment (header): head + top layers")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -228,9 +239,14 @@ def main() -> int:
                 texts[text_key(t)] = len(raw)
                 raw.append(t)
     rows = []
+    views: dict[str, TextView] = {}
     for t in raw:
         ids = tok(t, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
         rows.append(chunk_ids(list(ids), tok.cls_token_id, tok.sep_token_id, 256, 1)[0][0])
+        # What the len and lex features read: the whole text's size and words (no embedding).
+        views[text_key(t)] = TextView(torch.zeros(1, 1), len(ids), word_set(t), name_set(t), opening_set(t))
+    table = FeatureTable(pairs, ideas, views, 1 << 14)
+    SCALAR_GROUPS["ftcos"] = 1
     t0 = time.perf_counter()
     below, final = lower_states(model, rows, args.top_layers)
     encode_s = time.perf_counter() - t0
@@ -258,12 +274,34 @@ def main() -> int:
         th_frozen = float(best_thresholds(frozen_all[train], labels[train])["balanced_accuracy"])
         m_frozen = evaluate(overridden(frozen_all[test], test, ruled), labels[test], th_frozen)
         t1 = time.perf_counter()
+        jhead = fixed = None
+        extra_rows: dict[str, Any] = {}
+        if args.joint_head:
+            xp, xe = table.matrix(("len", "lex"), train)
+            fixed = torch.cat([xp[torch.from_numpy(train)], xe])
+            fcos = torch.from_numpy(scores_of(frozen, [labelled[i] for i in train] + extra)).float()[:, None]
+            y = torch.tensor([float(labelled[i][2]) for i in train] + [float(e[2]) for e in extra])
+            strata = torch.tensor([0] * len(train) + [1] * len(extra))
+            config = HeadConfig(groups=("ftcos", "len", "lex"), hidden=CURRENT.hidden)
+            jhead = fit_head(
+                config, torch.cat([fcos, fixed], 1), y, strata, CURRENT.steps, CURRENT.lr, CURRENT.weight_decay
+            )
+            test_cos = torch.from_numpy(frozen_all[test]).float()[:, None]
+            warm = head_probs(jhead, torch.cat([test_cos, xp[torch.from_numpy(test)]], 1))
+            m_warm = evaluate(overridden(warm, test, ruled), labels[test], 0.5)
+            extra_rows["frozen_head"] = {k: float(m_warm[k]) for k in ("balanced_accuracy", "roc_auc")}
         layers, calib, losses = finetune(
-            top, below, [labelled[i] for i in train] + extra, args.epochs, args.batch, args.seed
+            top, below, [labelled[i] for i in train] + extra, args.epochs, args.batch, args.seed, jhead, fixed
         )
         train_s = time.perf_counter() - t1
         emb = embed_all(layers, below)
         cos = scores_of(emb, labelled)
+        if jhead is not None:
+            xp, _ = table.matrix(("len", "lex"), train)
+            ct = torch.from_numpy(cos[test]).float()[:, None]
+            joint = head_probs(jhead, torch.cat([ct, xp[torch.from_numpy(test)]], 1))
+            m_joint = evaluate(overridden(joint, test, ruled), labels[test], 0.5)
+            extra_rows["joint_head"] = {k: float(m_joint[k]) for k in ("balanced_accuracy", "roc_auc")}
         prob = 1 / (1 + np.exp(-float(calib[0]) * (cos - float(calib[1]))))
         m_prior = evaluate(overridden(prob[test], test, ruled), labels[test], 0.5)
         th_bal = float(best_thresholds(prob[train], labels[train])["balanced_accuracy"])
@@ -277,6 +315,7 @@ def main() -> int:
             "frozen_cos": {k: float(m_frozen[k]) for k in ("balanced_accuracy", "roc_auc")},
             "ft_prior": {k: float(m_prior[k]) for k in ("balanced_accuracy", "roc_auc")},
             "ft_balanced": {k: float(m_bal[k]) for k in ("balanced_accuracy", "roc_auc")},
+            **extra_rows,
         }
         rows_out.append(row)
         print(json.dumps(row), flush=True)
@@ -300,6 +339,10 @@ def main() -> int:
     }
     if head:
         cols["frozen MiniLM + head (eval --cv, repeat 1)"] = head
+    for key, name in (("frozen_head", "frozen cosine + len/lex head"), ("joint_head", "fine-tuned top + head, joint")):
+        if rows_out and key in rows_out[0]:
+            cols[name] = [r[key]["balanced_accuracy"] for r in rows_out]
+            aucs[name] = [r[key]["roc_auc"] for r in rows_out]
     print(f"\nbalanced accuracy per fold, {len(splits)} of {args.folds} grouped folds, mean [95% NB interval]")
     for name, v in cols.items():
         iv = interval(v, frac) if len(v) > 1 else {"mean": v[0], "ci_low": math.nan, "ci_high": math.nan}
