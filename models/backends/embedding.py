@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
 
@@ -29,6 +29,33 @@ EMBED_ROWS = 64  # encoder rows per forward: bounds activation memory whatever t
 Side = tuple[str, list[list[int]], int, str]
 log = logging.getLogger(__name__)
 DEFAULT_HEAD = os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets", "minilm_head")
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class LRU(Generic[K, V]):
+    """A bounded mapping that forgets the least recently used entry; safe to share between threads."""
+
+    def __init__(self, size: int) -> None:
+        self._data: OrderedDict[K, V] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, key: K) -> V | None:
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+            return value
+
+    def put(self, key: K, value: V) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self._size:
+                self._data.popitem(last=False)
 
 
 def packaged_minilm_path() -> str:
@@ -101,11 +128,9 @@ class EmbeddingClassifier:
         self.device = str(self._device)
         self._cls = int(tokenizer.cls_token_id)
         self._sep = int(tokenizer.sep_token_id)
-        self._cache: OrderedDict[str, TextView] = OrderedDict()
-        self._cache_size = cache_size
+        self._views: LRU[str, TextView] = LRU(cache_size)
         # A group of n asks for n(n-1)/2 pairs but has only n texts: tokenize each once, not n-1 times.
-        self._sides: OrderedDict[tuple[str, int], tuple[Side, bool, int]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._sides: LRU[tuple[str, int], tuple[Side, bool, int]] = LRU(cache_size)
 
     @classmethod
     def load(
@@ -159,21 +184,16 @@ class EmbeddingClassifier:
         return rows, cut, len(ids)
 
     def truncates(self, text: str) -> bool:
-        return self._chunks(text)[1]
+        return self._side(text)[1]
 
     def _side(self, text: str) -> tuple[Side, bool, int]:
-        key = (text_key(text), self.max_chunks)
-        with self._lock:
-            hit = self._sides.get(key)
-            if hit is not None:
-                self._sides.move_to_end(key)
-                return hit
+        key = (text_key(text), self.max_chunks)  # max_chunks may be set after construction (benchmarks)
+        hit = self._sides.get(key)
+        if hit is not None:
+            return hit
         rows, cut, n = self._chunks(text)
         out = ((key[0], rows, n, text), cut, sum(len(r) for r in rows))
-        with self._lock:
-            self._sides[key] = out
-            while len(self._sides) > self._cache_size:
-                self._sides.popitem(last=False)
+        self._sides.put(key, out)
         return out
 
     def encode_pair(self, a: str, b: str) -> Encoded:
@@ -206,14 +226,12 @@ class EmbeddingClassifier:
         """Views by text key, embedding only texts not in the LRU, rows shortest first to limit padding."""
         found: dict[str, TextView] = {}
         todo: dict[str, Side] = {}
-        with self._lock:
-            for side in sides:
-                key = side[0]
-                if key in self._cache:
-                    self._cache.move_to_end(key)
-                    found[key] = self._cache[key]
-                else:
-                    todo[key] = side
+        for side in sides:
+            hit = self._views.get(side[0])
+            if hit is not None:
+                found[side[0]] = hit
+            else:
+                todo[side[0]] = side
         if todo:
             flat = [(key, j, row) for key, side in todo.items() for j, row in enumerate(side[1])]
             flat.sort(key=lambda t: len(t[2]))
@@ -221,15 +239,12 @@ class EmbeddingClassifier:
             per_text: dict[str, list[tuple[int, torch.Tensor]]] = {}
             for (key, j, _), h in zip(flat, states, strict=True):
                 per_text.setdefault(key, []).append((j, h))
-            with self._lock:
-                for key, parts in per_text.items():
-                    _, _, n, text = todo[key]
-                    ordered = [h for _, h in sorted(parts, key=lambda p: p[0])]
-                    view = make_view(text, ordered, n, self.segment_tokens)
-                    found[key] = view
-                    self._cache[key] = view
-                while len(self._cache) > self._cache_size:
-                    self._cache.popitem(last=False)
+            for key, parts in per_text.items():
+                _, _, n, text = todo[key]
+                ordered = [h for _, h in sorted(parts, key=lambda p: p[0])]
+                view = make_view(text, ordered, n, self.segment_tokens)
+                found[key] = view
+                self._views.put(key, view)
         return found
 
     def score_views(self, pairs: list[tuple[TextView, TextView]]) -> list[float]:
