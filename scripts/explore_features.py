@@ -146,13 +146,6 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 groups.append(g)
         cand = cvmod.Candidate(tuple(groups), hidden=args.hidden, steps=args.steps, weight_decay=args.wd)
-        orig_init = cvmod.FeatureTable.__init__
-
-        def init(self, *a, _orig=orig_init, **k):  # type: ignore[no-untyped-def]
-            _orig(self, *a, **k)
-            self._fixed.update(extra_groups)
-
-        cvmod.FeatureTable.__init__ = init  # type: ignore[method-assign]
         orig_fp = cvmod._fit_predict
         lab_cols = extra_groups["lab"].shape[1] if "lab" in parts else 0
 
@@ -170,10 +163,16 @@ def main(argv: list[str] | None = None) -> int:
         cvmod._fit_predict = fit_predict
         try:
             res = cvmod.cross_validate(
-                pairs, views, extra, space=[cand], repeats=args.repeats, threshold_rule=args.rule, progress=False
+                pairs,
+                views,
+                extra,
+                space=[cand],
+                repeats=args.repeats,
+                threshold_rule=args.rule,
+                progress=False,
+                precomputed=extra_groups,
             )
         finally:
-            cvmod.FeatureTable.__init__ = orig_init  # type: ignore[method-assign]
             cvmod._fit_predict = orig_fp
         n = res.nested
         folds = [round(e["balanced_accuracy"] * 100, 1) for e in res.fold_estimates]

@@ -297,7 +297,6 @@ def main() -> int:
         emb = embed_all(layers, below)
         cos = scores_of(emb, labelled)
         if jhead is not None:
-            xp, _ = table.matrix(("len", "lex"), train)
             ct = torch.from_numpy(cos[test]).float()[:, None]
             joint = head_probs(jhead, torch.cat([ct, xp[torch.from_numpy(test)]], 1))
             m_joint = evaluate(overridden(joint, test, ruled), labels[test], 0.5)

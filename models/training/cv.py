@@ -152,10 +152,19 @@ def interval(values: Sequence[float], test_fraction: float) -> dict[str, float]:
 class FeatureTable:
     """Pair features of the labelled pairs and the extra (always-training) pairs, with IDF from given rows."""
 
-    def __init__(self, pairs: Sequence[Pair], extra: Sequence[Pair], views: dict[str, TextView], buckets: int):
+    def __init__(
+        self,
+        pairs: Sequence[Pair],
+        extra: Sequence[Pair],
+        views: dict[str, TextView],
+        buckets: int,
+        precomputed: dict[str, torch.Tensor] | None = None,
+    ):
         self.pairs, self.extra, self.buckets = list(pairs), list(extra), buckets
         self._views = [(views[text_key(p.a)], views[text_key(p.b)]) for p in [*pairs, *extra]]
-        self._fixed: dict[str, torch.Tensor] = {}  # groups whose features do not depend on IDF
+        # Groups whose features do not depend on IDF; `precomputed` adds groups computed elsewhere (experiments),
+        # one row per pair of `pairs` then `extra`.
+        self._fixed: dict[str, torch.Tensor] = dict(precomputed or {})
         self._lex: tuple[bytes, torch.Tensor] | None = None
 
     def _idf(self, rows: np.ndarray) -> torch.Tensor:
@@ -246,6 +255,7 @@ def cross_validate(
     idf_buckets: int = 1 << 14,
     hook: Hook | None = None,
     progress: bool = True,
+    precomputed: dict[str, torch.Tensor] | None = None,
 ) -> CVResult:
     from tqdm import tqdm
 
@@ -255,7 +265,7 @@ def cross_validate(
     groups = pair_groups(pairs)
     # A rule's verdict (identical or short texts) overrides the classifier, exactly as in the service.
     ruled = {i: float(d[1]) for i, p in enumerate(pairs) if rules and (d := decide_by_rules(p.a, p.b)) is not None}
-    table = FeatureTable(pairs, extra, views, idf_buckets)
+    table = FeatureTable(pairs, extra, views, idf_buckets, precomputed)
     rng = np.random.default_rng(seed + 1)
     splits = repeated_folds(labels, groups, folds, repeats, seed)
     nested_folds: list[dict[str, float]] = []

@@ -7,10 +7,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 import models.training.cv as cv
 from models.backends.embedding import EmbeddingClassifier
-from models.backends.embedding_head import TextView, item_sets, make_view, pair_features
+from models.backends.embedding_head import SCALAR_GROUPS, TextView, item_sets, make_view, pair_features
 from models.training.data import Pair
 from models.training.head import compute_views
 from tests.models.tiny import CORPUS
@@ -133,6 +134,24 @@ def test_no_choice_sees_the_test_fold(
     assert len(out["fold_estimates"]) == len(splits) and out["n"] == len(pairs) and out["n_groups"] < len(pairs)
     # Reordered sentences vs different ones: a tiny encoder with word overlap separates them well.
     assert out["nested"]["roc_auc"]["mean"] > 0.8
+
+
+def test_precomputed_groups_are_what_the_fits_see(
+    tiny_views: tuple[list[Pair], dict[str, TextView]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group computed outside the views (an experiment's) joins the table as given, one row per pair."""
+    pairs, views = tiny_views
+    labels = torch.tensor([[float(p.label)] for p in pairs])
+    monkeypatch.setitem(SCALAR_GROUPS, "oracle", 1)
+    monkeypatch.setitem(SCALAR_GROUPS, "flat", 1)
+    space = [cv.Candidate(("oracle",), hidden=0, steps=60), cv.Candidate(("flat",), hidden=0, steps=60)]
+    result = cv.cross_validate(
+        pairs, views, space=space, folds=4, repeats=1, inner_folds=2, progress=False, rules=False,
+        precomputed={"oracle": labels, "flat": torch.zeros(len(pairs), 1)},
+    )  # fmt: skip
+    per = result.per_candidate
+    assert per[space[0].name]["roc_auc"]["mean"] == 1.0
+    assert per[space[1].name]["roc_auc"]["mean"] == 0.5
 
 
 def test_select_and_fit_writes_a_head_the_service_serves(tiny_views: tuple[list[Pair], dict[str, TextView]]) -> None:
